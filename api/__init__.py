@@ -1,0 +1,1 @@
+"""HTTP layer: app factory, authentication, rate limits, errors, routers, CLI."""

@@ -1,0 +1,1 @@
+"""Domain routers, discovered by ``api.app.router_modules``."""
