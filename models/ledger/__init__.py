@@ -117,3 +117,27 @@ async def count_entries() -> int:
         return int(
             (await session.execute(select(func.count()).select_from(AuditEntry))).scalar_one()
         )
+
+
+def entry_dict(row: AuditEntry) -> dict[str, Any]:
+    """An entry as plain data (what webhooks and exports see)."""
+    return {
+        "seq": row.seq,
+        "ts": row.ts.isoformat().replace("+00:00", "Z"),
+        "action": row.action,
+        "actor": row.actor,
+        "server_id": row.server_id,
+        "target": row.target,
+        "params": row.params,
+        "result": row.result,
+        "request_id": row.request_id,
+    }
+
+
+async def entries_after(seq: int, *, limit: int = 500) -> list[dict[str, Any]]:
+    """Entries with sequence number greater than ``seq``, oldest first (a durable event cursor)."""
+    async with get_database().session() as session:
+        rows = await session.execute(
+            select(AuditEntry).where(AuditEntry.seq > seq).order_by(AuditEntry.seq).limit(limit)
+        )
+        return [entry_dict(r) for r in rows.scalars()]
