@@ -164,4 +164,7 @@ async def test_openapi_lists_error_responses(client: httpx.AsyncClient) -> None:
     document = (await client.get("/api/openapi.json")).json()
     op = document["paths"]["/api/servers"]["get"]
     assert {"400", "401", "403", "429"} <= set(op["responses"])
+    assert not any(
+        "422" in o.get("responses", {}) for i in document["paths"].values() for o in i.values()
+    )
     assert op["x-scope"] == "read"
