@@ -312,3 +312,18 @@ def test_ip_rules() -> None:
     assert ssrf.is_public_address(ip_address("2606:4700::1111"))
     for text in ["127.0.0.1", "10.1.1.1", "::1", "::ffff:8.8.8.8", "64:ff9b::808:808"]:
         assert not ssrf.is_public_address(ip_address(text)), text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("127.0.0.1, 10.0.0.0/8,receiver.test", ["127.0.0.1", "10.0.0.0/8", "receiver.test"]),
+        ('["127.0.0.1"]', ["127.0.0.1"]),
+        ("", []),
+    ],
+)
+def test_allowlist_env_spellings(raw: str, expected: list[str], monkeypatch: Any) -> None:
+    from models.settings import Settings
+
+    monkeypatch.setenv("EXECFLOW_OUTBOUND_ALLOWLIST", raw)
+    assert Settings().outbound_allowlist == expected
