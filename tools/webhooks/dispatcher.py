@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import secrets
 import socket
 
 from sqlalchemy import or_, select, update
@@ -113,8 +114,9 @@ async def fan_out_once() -> int:
 
 
 async def claim_due(owner: str, limit: int) -> list[int]:
-    """Lease up to ``limit`` due deliveries of enabled endpoints to ``owner``."""
+    """Lease up to ``limit`` due deliveries of enabled endpoints to ``owner`` (one transaction)."""
     now = utcnow()
+    token = f"{owner}:{secrets.token_hex(4)}"
     free = or_(WebhookDelivery.leased_until.is_(None), WebhookDelivery.leased_until < now)
     async with get_database().session() as session:
         candidates = list(
@@ -133,22 +135,25 @@ async def claim_due(owner: str, limit: int) -> list[int]:
                 )
             ).scalars()
         )
-    claimed = []
-    until = now + dt.timedelta(seconds=lease_seconds())
-    for delivery_id in candidates:
-        async with get_database().session() as session:
-            result = await session.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == delivery_id,
-                    WebhookDelivery.status == "pending",
-                    free,
-                )
-                .values(leased_until=until, lease_owner=owner)
+        if not candidates:
+            return []
+        # the conditional update is the claim: a row another dispatcher leased meanwhile is
+        # no longer free and is skipped; the token tells which rows this call won
+        await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id.in_(candidates),
+                WebhookDelivery.status == "pending",
+                free,
             )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            claimed.append(delivery_id)
-    return claimed
+            .values(leased_until=now + dt.timedelta(seconds=lease_seconds()), lease_owner=token)
+        )
+        won = await session.execute(
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.id.in_(candidates), WebhookDelivery.lease_owner == token)
+            .order_by(WebhookDelivery.id)
+        )
+        return list(won.scalars())
 
 
 class Dispatcher:
