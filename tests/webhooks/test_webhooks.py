@@ -382,3 +382,30 @@ async def test_secret_never_appears_after_creation(
         assert value not in caplog.text
         assert value not in stored_text  # encrypted at rest
     assert any("webhook attempt" in r.getMessage() for r in caplog.records)
+
+
+async def test_racing_dispatchers_fan_out_each_event_once(
+    client: httpx.AsyncClient, make_key: Any, receiver: Receiver, database: Database
+) -> None:
+    """The cursor is a compare-and-set: concurrent fan-outs never duplicate a delivery."""
+    import asyncio
+
+    from models.webhooks import WebhookDelivery
+    from tools.webhooks.dispatcher import fan_out_once
+
+    key = await make_key("write")
+    created = await _create(client, key, receiver.url, ["threat_feed_imported"])
+    seqs = [await ledger.record("threat_feed_imported", actor="x") for _ in range(6)]
+    # the app's own dispatcher races these two as well
+    await asyncio.gather(fan_out_once(), fan_out_once(), fan_out_once())
+    expected = {f"evt_{s}" for s in seqs}
+    await wait_for(lambda: expected <= receiver.acknowledged_ids())
+    async with database.session() as session:
+        rows = (
+            await session.execute(
+                select(WebhookDelivery.event_id).where(
+                    WebhookDelivery.endpoint_id == created["webhook"]["id"]
+                )
+            )
+        ).scalars()
+        assert sorted(rows) == sorted(expected)
