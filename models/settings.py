@@ -45,7 +45,34 @@ class Settings(BaseSettings):
         description="Hosts/CIDRs outbound requests may reach despite SSRF rules",
     )
 
-    @field_validator("cors_origins", "outbound_allowlist", mode="before")
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [
+            5.0,
+            30.0,
+            120.0,
+            600.0,
+            1800.0,
+            3600.0,
+            7200.0,
+            14400.0,
+            28800.0,
+            36000.0,
+        ],
+        description="Seconds before each retry (about a day in all); jitter is added",
+    )
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    webhook_poll_seconds: float = Field(default=0.2, gt=0, le=60)
+    webhook_disable_after_hours: float = Field(
+        default=72.0, gt=0, description="Disable an endpoint that has failed for this long"
+    )
+    webhook_secret_grace_hours: float = Field(default=24.0, ge=0)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    webhook_dispatcher: bool = Field(
+        default=True, description="Run the webhook dispatcher inside `execflow serve`"
+    )
+
+    @field_validator("cors_origins", "outbound_allowlist", "webhook_retry_schedule", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

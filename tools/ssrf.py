@@ -464,6 +464,12 @@ def _next_hop(
     return method, url, content
 
 
+@lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    """Loading the CA bundle costs ~100 ms of CPU: do it once per process."""
+    return ssl.create_default_context()
+
+
 async def guarded_request(
     method: str,
     url: str,
@@ -483,7 +489,7 @@ async def guarded_request(
     body = content.encode() if isinstance(content, str) else content
     allowlist = current_allowlist()
     started = time.perf_counter()
-    ssl_context = ssl.create_default_context()
+    ssl_context = _ssl_context()
     method = method.upper()
     try:
         async with (
