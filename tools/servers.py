@@ -191,6 +191,9 @@ async def update_server(
     if private_key or password:
         server.credential_kind, server.credential_encrypted = _credential(private_key, password)
     field_map = {"ip": "host", "host": "host", "metadata": "meta"}
+    for key in ("name", "host", "ip", "port", "transport", "tags", "trust_on_first_use"):
+        if key in changes and changes[key] is None:
+            raise BadRequest(f"{key} cannot be null", fields=[key])
     for key, value in changes.items():
         setattr(server, field_map.get(key, key), value)
     if changes.get("host_key"):

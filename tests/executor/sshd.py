@@ -80,48 +80,53 @@ class SshdFarm:
     instances: list[Sshd] = field(default_factory=list)
 
     def start(self, count: int = 1, *, max_startups: str = "10:30:100") -> list[Sshd]:
+        """Start ``count`` instances; one that dies at start (a port taken meanwhile) is
+        restarted on another port, three tries each."""
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation dir
+        pending = [self._spawn(max_startups) for _ in range(count)]
         started = []
-        for _ in range(count):
-            port = free_port()
-            config = self.keys.root / f"sshd_{port}.conf"
-            config.write_text(
-                "\n".join(
-                    [
-                        f"HostKey {self.keys.root / 'host_ed25519'}",
-                        f"AuthorizedKeysFile {self.keys.root / 'authorized_keys'}",
-                        f"PidFile {self.keys.root / f'sshd_{port}.pid'}",
-                        "PermitRootLogin prohibit-password",
-                        "PasswordAuthentication no",
-                        "KbdInteractiveAuthentication no",
-                        "UsePAM no",
-                        "StrictModes no",
-                        f"MaxStartups {max_startups}",
-                        "LogLevel ERROR",
-                        "",
-                    ]
-                )
-            )
-            proc = subprocess.Popen(
-                [
-                    SSHD,
-                    "-D",
-                    "-e",
-                    "-f",
-                    str(config),
-                    "-p",
-                    str(port),
-                    "-o",
-                    "ListenAddress=127.0.0.1",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            started.append(Sshd(port=port, config=config, process=proc))
-        for instance in started:
-            _wait_port(instance)
+        for instance in pending:
+            for attempt in range(3):
+                try:
+                    _wait_port(instance)
+                    break
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    instance = self._spawn(max_startups)
+            started.append(instance)
         self.instances.extend(started)
         return started
+
+    def _spawn(self, max_startups: str) -> Sshd:
+        port = free_port()
+        config = self.keys.root / f"sshd_{port}.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"HostKey {self.keys.root / 'host_ed25519'}",
+                    f"AuthorizedKeysFile {self.keys.root / 'authorized_keys'}",
+                    f"PidFile {self.keys.root / f'sshd_{port}.pid'}",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "UseDNS no",
+                    f"MaxStartups {max_startups}",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
+        log = open(self.keys.root / f"sshd_{port}.log", "wb")  # noqa: SIM115 (lives with sshd)
+        proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config), "-p", str(port), "-o", "ListenAddress=127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        log.close()
+        return Sshd(port=port, config=config, process=proc)
 
     def stop(self) -> None:
         for instance in self.instances:

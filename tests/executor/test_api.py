@@ -40,6 +40,10 @@ async def test_create_list_get_update_delete_never_returns_credentials(
         f"/api/servers/{server['id']}", json={"tags": ["web", "prod"]}, headers=auth(write)
     )
     assert patched.status_code == 200 and patched.json()["server"]["tags"] == ["web", "prod"]
+    null = await client.patch(
+        f"/api/servers/{server['id']}", json={"port": None}, headers=auth(write)
+    )
+    assert null.status_code == 400 and null.json()["fields"][0]["field"] == "port"
     dupe = await client.post(
         "/api/servers", json={**body, "name": body["name"]}, headers=auth(write)
     )

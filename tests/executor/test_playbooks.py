@@ -50,8 +50,13 @@ async def test_list_and_get(client: httpx.AsyncClient, make_key) -> None:
     listing = (await client.get("/api/playbooks", headers=auth(key))).json()
     assert listing["success"] is True
     by_name = {p["name"]: p for p in listing["playbooks"]}
-    shipped = {"restart-service", "clear-disk-space", "rotate-logs", "patch-package",
-               "collect-diagnostics"}
+    shipped = {
+        "restart-service",
+        "clear-disk-space",
+        "rotate-logs",
+        "patch-package",
+        "collect-diagnostics",
+    }
     assert shipped <= set(by_name)
     assert "test-broken" not in by_name  # invalid file skipped
     assert by_name["restart-service"]["step_count"] == 5
@@ -68,8 +73,13 @@ async def test_dry_run_of_every_shipped_playbook(
     sid = await create_server(client, key, server_body(sshd_farm, ssh_keys))
     ids = await _ids(client, key)
     params = {"restart-service": {"service": "nginx"}, "patch-package": {"package": "openssl"}}
-    for name in ("restart-service", "clear-disk-space", "rotate-logs", "patch-package",
-                 "collect-diagnostics"):
+    for name in (
+        "restart-service",
+        "clear-disk-space",
+        "rotate-logs",
+        "patch-package",
+        "collect-diagnostics",
+    ):
         response = await client.post(
             f"/api/playbooks/{ids[name]}/run",
             json={"server_id": sid, "dry_run": True, "params": params.get(name, {})},
@@ -79,11 +89,13 @@ async def test_dry_run_of_every_shipped_playbook(
         data = response.json()
         assert data["dry_run"] is True and data["status"] == "validated" and data["plan"]
         assert data["run_id"] is None
-    plan = (await client.post(
-        f"/api/playbooks/{ids['restart-service']}/run",
-        json={"server_id": sid, "dry_run": True, "params": {"service": "nginx"}},
-        headers=auth(key),
-    )).json()["plan"]
+    plan = (
+        await client.post(
+            f"/api/playbooks/{ids['restart-service']}/run",
+            json={"server_id": sid, "dry_run": True, "params": {"service": "nginx"}},
+            headers=auth(key),
+        )
+    ).json()["plan"]
     assert plan[2]["command"] == "systemctl restart -- nginx"
     dry = [e for e in await entries_after(0, limit=100_000) if e["action"] == "playbook_run"]
     assert any(e["result"].get("status") == "validated" for e in dry)
@@ -99,15 +111,18 @@ async def test_bad_requests_name_the_field(
         ({"dry_run": True, "params": {"service": "nginx"}}, "server_id"),
         ({"server_id": sid, "dry_run": True, "params": {}}, "params.service"),
         ({"server_id": sid, "dry_run": True, "params": {"service": "x", "y": 1}}, "params.y"),
-        ({"server_id": sid, "dry_run": True, "params": {"service": "a b; rm -rf /tmp/q"}},
-         "params.service"),
+        (
+            {"server_id": sid, "dry_run": True, "params": {"service": "a b; rm -rf /tmp/q"}},
+            "params.service",
+        ),
     ]
     for body, field in cases:
         response = await client.post(f"/api/playbooks/{pid}/run", json=body, headers=auth(key))
         assert response.status_code == 400, response.text
         assert response.json()["fields"][0]["field"] == field
     missing = await client.post(
-        f"/api/playbooks/{pid}/run", json={"server_id": 999999, "params": {"service": "x"}},
+        f"/api/playbooks/{pid}/run",
+        json={"server_id": 999999, "params": {"service": "x"}},
         headers=auth(key),
     )
     assert missing.status_code == 404
@@ -134,8 +149,11 @@ async def test_run_succeeds_with_per_step_results(
     last = next(p for p in listing if p["id"] == pid)["last_execution"]
     assert last["status"] == "succeeded" and last["server_id"] == sid
     assert last["duration_ms"] is not None
-    audited = [e for e in await entries_after(0, limit=100_000)
-               if e["action"] == "playbook_run" and e["params"].get("run_id") == run["run_id"]]
+    audited = [
+        e
+        for e in await entries_after(0, limit=100_000)
+        if e["action"] == "playbook_run" and e["params"].get("run_id") == run["run_id"]
+    ]
     assert [e["params"]["phase"] for e in audited] == ["step", "step", "finished"]
 
 
@@ -162,7 +180,10 @@ async def test_failure_rolls_back_completed_steps(
         ("rollback", "first", "ok"),
     ]
     assert sorted(p.name for p in workdir.iterdir()) == [
-        "first", "first-rolled-back", "second", "second-rolled-back"
+        "first",
+        "first-rolled-back",
+        "second",
+        "second-rolled-back",
     ]
 
 
@@ -203,7 +224,8 @@ async def test_non_server_specific_runs_locally(client: httpx.AsyncClient, make_
     key = await make_key("write")
     pid = (await _ids(client, key))["test-local-echo"]
     queued = await client.post(
-        f"/api/playbooks/{pid}/run", json={"params": {"word": "$(id)", "count": "3"}},
+        f"/api/playbooks/{pid}/run",
+        json={"params": {"word": "$(id)", "count": "3"}},
         headers=auth(key),
     )
     run = await _wait(client, key, queued.json()["run_id"])
