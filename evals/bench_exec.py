@@ -33,7 +33,7 @@ from api.app import create_app
 from api.keys import create_api_key
 from models import migrate
 from models.settings import Settings, configure
-from tests.executor.sshd import Keys, SshdFarm
+from tests.executor.sshd import Keys, SshdFarm, login_user
 
 
 def _ms(seconds: list[float]) -> str:
@@ -53,9 +53,13 @@ async def _api_true(client: httpx.AsyncClient, headers: dict[str, str], sid: int
     return elapsed
 
 
-async def bench(targets: int, calls: int, ansible_limit: float) -> None:
+async def bench(targets: int, calls: int, ansible_limit: float, user: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="ef-bench-exec-"))
     keys = Keys.generate(work / "keys")
+    if user != "root":  # sshd reads authorized_keys with the user's privileges
+        os.chmod(work, 0o711)
+        os.chmod(work / "keys", 0o711)
+        os.chmod(work / "keys" / "authorized_keys", 0o644)
     farm = SshdFarm(keys)
     try:
         t0 = time.perf_counter()
@@ -73,14 +77,14 @@ async def bench(targets: int, calls: int, ansible_limit: float) -> None:
         configure(settings)
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            await _run(app, keys, farm, calls, ansible_limit, work)
+            await _run(app, keys, farm, calls, ansible_limit, work, user)
     finally:
         farm.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
 async def _run(
-    app: Any, keys: Keys, farm: SshdFarm, calls: int, ansible_limit: float, work: Path
+    app: Any, keys: Keys, farm: SshdFarm, calls: int, ansible_limit: float, work: Path, user: str
 ) -> None:
     from models.db import get_database
 
@@ -103,7 +107,7 @@ async def _run(
                 "name": f"bench-{i}",
                 "host": "127.0.0.1",
                 "port": instance.port,
-                "username": "root",
+                "username": user,
                 "private_key": keys.client_private,
                 "host_key": instance.known_hosts_line(keys),
                 "tags": ["bench"],
@@ -119,7 +123,7 @@ async def _run(
         async with asyncssh.connect(
             "127.0.0.1",
             port,
-            username="root",
+            username=user,
             known_hosts=None,
             client_keys=[asyncssh.import_private_key(keys.client_private)],
             agent_path=None,
@@ -157,7 +161,7 @@ async def _run(
                 f"{fan[label]:.2f} s, {data['succeeded']} ok, {data['failed']} failed"
             )
     if ansible_limit > 0:
-        ansible, limit = _ansible(keys, farm, work, ansible_limit)
+        ansible, limit = _ansible(keys, farm, work, ansible_limit, user)
         if ansible is not None:
             print(f"\nratio ansible / execflow (cold): {ansible / fan['cold']:.1f}x")
             print(f"ratio ansible / execflow (warm): {ansible / fan['warm']:.1f}x")
@@ -166,7 +170,9 @@ async def _run(
             print(f"ratio ansible / execflow (warm): more than {limit / fan['warm']:.1f}x")
 
 
-def _ansible(keys: Keys, farm: SshdFarm, work: Path, limit: float) -> tuple[float | None, float]:
+def _ansible(
+    keys: Keys, farm: SshdFarm, work: Path, limit: float, user: str
+) -> tuple[float | None, float]:
     binary = Path(sys.executable).parent / "ansible"
     if not binary.exists():
         print("\nansible not installed (pip install -e '.[evals]'); skipped")
@@ -186,7 +192,7 @@ def _ansible(keys: Keys, farm: SshdFarm, work: Path, limit: float) -> tuple[floa
             for n, i in enumerate(farm.instances)
         )
         + "[bench:vars]\n"
-        + f"ansible_user=root\nansible_ssh_private_key_file={key_file}\n"
+        + f"ansible_user={user}\nansible_ssh_private_key_file={key_file}\n"
         + f"ansible_python_interpreter={interpreter}\n"
         + f"ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes'\n"
     )
@@ -194,9 +200,11 @@ def _ansible(keys: Keys, farm: SshdFarm, work: Path, limit: float) -> tuple[floa
         **os.environ,
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_LOCAL_TEMP": str(work / "ansible-local"),
-        "ANSIBLE_REMOTE_TMP": str(work / "ansible-remote"),
+        "ANSIBLE_REMOTE_TMP": f"/tmp/.ansible-{work.name}",
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"),
         "ANSIBLE_NOCOLOR": "1",
+        # ansible's default multiplexing, with masters that leave soon after the run
+        "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=5s",
     }
     forks = len(farm.instances)
     started = time.perf_counter()
@@ -243,10 +251,20 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=50)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument(
-        "--ansible-limit", type=float, default=75, help="seconds Ansible may take; 0 skips it"
+        "--ansible-limit", type=float, default=90, help="seconds Ansible may take; 0 skips it"
+    )
+    parser.add_argument(
+        "--user",
+        default="execflow-bench",
+        help="login user; the default is created with /bin/sh for the run and removed (root's "
+        "~/.bashrc runs for every session)",
     )
     args = parser.parse_args()
-    asyncio.run(bench(args.targets, args.calls, args.ansible_limit))
+    if args.user == "root":
+        asyncio.run(bench(args.targets, args.calls, args.ansible_limit, "root"))
+        return
+    with login_user(args.user) as user:
+        asyncio.run(bench(args.targets, args.calls, args.ansible_limit, user))
 
 
 if __name__ == "__main__":

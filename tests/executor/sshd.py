@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,3 +157,60 @@ def _wait_port(instance: Sshd, timeout: float = 15.0) -> None:
             return
         time.sleep(0.05)
     raise RuntimeError(f"sshd on port {instance.port} did not start")
+
+
+@contextlib.contextmanager
+def login_user(name: str = "execflow-bench") -> Iterator[str]:
+    """A throwaway system user whose login shell is /bin/sh, removed afterwards.
+
+    Root's ~/.bashrc on a developer machine (pyenv init, cargo env...) runs for every SSH
+    session, as bash reads it for sshd-started shells; a plain /bin/sh user measures the
+    executor instead of that. The password field is ``*`` (not ``!``), which OpenSSH without
+    PAM accepts for key logins."""
+    created = subprocess.run(["getent", "passwd", name], capture_output=True).returncode != 0
+    if created:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--shell",
+                "/bin/sh",
+                "--home-dir",
+                "/nonexistent",
+                "--no-create-home",
+                name,
+            ],
+            check=True,
+        )
+        subprocess.run(["usermod", "-p", "*", name], check=True)
+    try:
+        yield name
+    finally:
+        if created:
+            _remove_user(name)
+
+
+def _remove_user(name: str, wait: float = 20.0) -> None:
+    """userdel once the sessions our sshd instances ran for ``name`` have ended; processes
+    still owned by that throwaway uid after ``wait`` seconds are ended by pid."""
+    uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout or -1)
+    deadline = time.monotonic() + wait
+    while subprocess.run(["userdel", name], capture_output=True).returncode == 8:  # in use
+        if time.monotonic() > deadline:
+            for pid in _pids_of(uid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            time.sleep(0.5)
+            subprocess.run(["userdel", name], check=False)
+            return
+        time.sleep(0.5)
+
+
+def _pids_of(uid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+    return pids
