@@ -322,34 +322,29 @@ async def run_playbook(
     values = validate_params(spec, params or {})
     plan = render(spec, values)
     audit = {"playbook": row.name, "params": values, "dry_run": dry_run}
-    target = f"playbook:{row.name}"
+
+    async def record(result: dict[str, Any]) -> None:
+        await ledger.record(
+            "playbook_run",
+            actor=actor,
+            server_id=server_id,
+            target=f"playbook:{row.name}",
+            params=audit,
+            result=result,
+            request_id=request_id,
+        )
+
     try:
         for step in plan:
             check_command_policy(step["command"])
             if step["rollback"]:
                 check_command_policy(step["rollback"])
     except PolicyDenied as exc:
-        await ledger.record(
-            "playbook_run",
-            actor=actor,
-            server_id=server_id,
-            target=target,
-            params=audit,
-            result={"status": "refused", "code": exc.code, "error": exc.message},
-            request_id=request_id,
-        )
+        await record({"status": "refused", "code": exc.code, "error": exc.message})
         raise
     base = {"playbook_id": row.id, "playbook": row.name, "server_id": server_id, "params": values}
     if dry_run:
-        await ledger.record(
-            "playbook_run",
-            actor=actor,
-            server_id=server_id,
-            target=target,
-            params=audit,
-            result={"status": "validated", "steps": len(plan)},
-            request_id=request_id,
-        )
+        await record({"status": "validated", "steps": len(plan)})
         return {**base, "dry_run": True, "status": "validated", "plan": plan}
     run = repo.PlaybookRun(
         playbook_id=row.id,
@@ -365,15 +360,7 @@ async def run_playbook(
     job_id = await enqueue("playbook.run", {"run_id": run.id}, priority="normal")
     run.job_id = job_id
     await session.commit()
-    await ledger.record(
-        "playbook_run",
-        actor=actor,
-        server_id=server_id,
-        target=target,
-        params=audit,
-        result={"status": "queued", "run_id": run.id, "job_id": job_id},
-        request_id=request_id,
-    )
+    await record({"status": "queued", "run_id": run.id, "job_id": job_id})
     return {
         **base,
         "dry_run": False,
@@ -415,18 +402,15 @@ async def execute_run(run_id: int, *, ctx: JobContext | None = None) -> dict[str
         name, actor, request_id = row.name, run.actor, run.request_id
     runner = _StepRunner(run_id, name, ref, actor, request_id)
     started = time.perf_counter()
-    failed_at: int | None = None
-    for step in plan:
-        record = await runner.run(step, phase="step")
-        if ctx is not None:
-            await ctx.progress((step["index"] + 1) / len(plan), f"step {step['name']}")
-        if record["status"] != "ok" and not step["continue_on_error"]:
-            failed_at = step["index"]
-            break
-    if failed_at is not None:
-        for step in reversed(plan[:failed_at]):
-            if step["rollback"]:
-                await runner.run({**step, "command": step["rollback"]}, phase="rollback")
+    try:
+        failed_at = await _steps_then_rollbacks(runner, plan, ctx)
+    except BaseException as exc:  # cancelled or crashed: never leave the run "running"
+        async with db.session() as session:
+            run = await session.get(repo.PlaybookRun, run_id)
+            if run is not None:
+                run.status, run.finished_at = "failed", utcnow()
+                run.steps, run.error = runner.records, f"interrupted: {type(exc).__name__}"
+        raise
     status = "succeeded" if failed_at is None else "failed"
     duration = round((time.perf_counter() - started) * 1000)
     error = None if failed_at is None else f"step {plan[failed_at]['name']!r} failed"
@@ -451,6 +435,23 @@ async def execute_run(run_id: int, *, ctx: JobContext | None = None) -> dict[str
         request_id=request_id,
     )
     return view
+
+
+async def _steps_then_rollbacks(
+    runner: _StepRunner, plan: list[dict[str, Any]], ctx: JobContext | None
+) -> int | None:
+    """Run steps in order; at the first failure (not continue_on_error) run the rollbacks of
+    the completed steps in reverse. Returns the failed step's index, or None."""
+    for step in plan:
+        record = await runner.run(step, phase="step")
+        if ctx is not None:
+            await ctx.progress((step["index"] + 1) / len(plan), f"step {step['name']}")
+        if record["status"] != "ok" and not step["continue_on_error"]:
+            for done in reversed(plan[: step["index"]]):
+                if done["rollback"]:
+                    await runner.run({**done, "command": done["rollback"]}, phase="rollback")
+            return int(step["index"])
+    return None
 
 
 class _StepRunner:

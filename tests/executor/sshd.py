@@ -80,11 +80,13 @@ class SshdFarm:
     keys: Keys
     instances: list[Sshd] = field(default_factory=list)
 
-    def start(self, count: int = 1, *, max_startups: str = "10:30:100") -> list[Sshd]:
+    def start(
+        self, count: int = 1, *, max_startups: str = "10:30:100", passwords: bool = False
+    ) -> list[Sshd]:
         """Start ``count`` instances; one that dies at start (a port taken meanwhile) is
         restarted on another port, three tries each."""
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation dir
-        pending = [self._spawn(max_startups) for _ in range(count)]
+        pending = [self._spawn(max_startups, passwords) for _ in range(count)]
         started = []
         for instance in pending:
             for attempt in range(3):
@@ -94,12 +96,12 @@ class SshdFarm:
                 except RuntimeError:
                     if attempt == 2:
                         raise
-                    instance = self._spawn(max_startups)
+                    instance = self._spawn(max_startups, passwords)
             started.append(instance)
         self.instances.extend(started)
         return started
 
-    def _spawn(self, max_startups: str) -> Sshd:
+    def _spawn(self, max_startups: str, passwords: bool) -> Sshd:
         port = free_port()
         config = self.keys.root / f"sshd_{port}.conf"
         config.write_text(
@@ -109,7 +111,7 @@ class SshdFarm:
                     f"AuthorizedKeysFile {self.keys.root / 'authorized_keys'}",
                     f"PidFile {self.keys.root / f'sshd_{port}.pid'}",
                     "PermitRootLogin prohibit-password",
-                    "PasswordAuthentication no",
+                    f"PasswordAuthentication {'yes' if passwords else 'no'}",
                     "KbdInteractiveAuthentication no",
                     "UsePAM no",
                     "StrictModes no",
@@ -160,7 +162,7 @@ def _wait_port(instance: Sshd, timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def login_user(name: str = "execflow-bench") -> Iterator[str]:
+def login_user(name: str = "execflow-bench", password: str | None = None) -> Iterator[str]:
     """A throwaway system user whose login shell is /bin/sh, removed afterwards.
 
     Root's ~/.bashrc on a developer machine (pyenv init, cargo env...) runs for every SSH
@@ -183,6 +185,8 @@ def login_user(name: str = "execflow-bench") -> Iterator[str]:
             check=True,
         )
         subprocess.run(["usermod", "-p", "*", name], check=True)
+        if password is not None:
+            subprocess.run(["chpasswd"], input=f"{name}:{password}".encode(), check=True)
     try:
         yield name
     finally:

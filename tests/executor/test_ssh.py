@@ -12,7 +12,7 @@ import pytest
 
 from models.errors import BadRequest
 from models.settings import Settings, configure
-from tests.executor.sshd import Keys, SshdFarm, free_port
+from tests.executor.sshd import Keys, SshdFarm, free_port, login_user
 from tools.executor import run_local, run_ssh
 from tools.ssh import (
     AuthFailed,
@@ -233,3 +233,31 @@ async def test_marker_file_never_created_by_harmless_local_run() -> None:
     result = await run_local(f"printf '%s' '$(touch {marker})'", timeout=10)
     assert result["stdout"] == f"$(touch {marker})"
     assert not os.path.exists(marker)
+
+
+async def test_password_login(ssh_keys: Keys) -> None:
+    """A password credential against an sshd that allows passwords, as a fixture-made user."""
+    password = uuid.uuid4().hex
+    farm = SshdFarm(ssh_keys)
+    pool = SSHPool()
+    with login_user(f"ef-pw-{uuid.uuid4().hex[:6]}", password=password) as user:
+        try:
+            [instance] = farm.start(1, passwords=True)
+            common = {
+                "host": "127.0.0.1",
+                "port": instance.port,
+                "username": user,
+                "credential_kind": "password",
+                "host_key": ssh_keys.host_key_line,
+            }
+            result, _ = await run_ssh(
+                pool, Target(**common, credential=password, server_id=1), "id -un", timeout=20
+            )
+            assert result["stdout"].strip() == user
+            with pytest.raises(AuthFailed):
+                await run_ssh(
+                    pool, Target(**common, credential="wrong", server_id=2), "true", timeout=20
+                )
+        finally:
+            await pool.close()
+            farm.stop()
