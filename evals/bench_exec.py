@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -81,6 +82,7 @@ async def bench(targets: int, calls: int, ansible_limit: float, user: str) -> No
     finally:
         farm.stop()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(f"/tmp/.ansible-{work.name}", ignore_errors=True)
 
 
 async def _run(
@@ -235,6 +237,8 @@ def _ansible(
         stdout, stderr = proc.communicate()
         print(f"\nansible ad-hoc `uptime` -f {forks}: not finished after {limit:.0f} s (stopped)")
         return None, limit
+    finally:
+        _end_leftovers(work)
     elapsed = time.perf_counter() - started
     ok = stdout.count("| CHANGED") + stdout.count("| SUCCESS")
     print(
@@ -244,6 +248,22 @@ def _ansible(
     if proc.returncode != 0:
         print(stdout[-2000:], stderr[-2000:])
     return elapsed, limit
+
+
+def _end_leftovers(work: Path) -> None:
+    """Ansible's forks and ssh masters may outlive it (own sessions): end those whose command
+    line names this run's private work directory, by pid."""
+    mine = str(work)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if mine in cmdline and "sshd" not in cmdline.split(" ", 1)[0]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
 
 
 def main() -> None:

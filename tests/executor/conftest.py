@@ -26,9 +26,11 @@ def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 def sshd_farm(ssh_keys: Keys) -> Iterator[SshdFarm]:
     """Three sshd instances for the whole session (stopped afterwards)."""
     farm = SshdFarm(ssh_keys)
-    farm.start(3)
-    yield farm
-    farm.stop()
+    farm.start(3)  # stops what it started if it fails
+    try:
+        yield farm
+    finally:
+        farm.stop()
 
 
 @pytest.fixture(scope="module")

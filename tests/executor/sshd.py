@@ -87,18 +87,24 @@ class SshdFarm:
         restarted on another port, three tries each."""
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation dir
         pending = [self._spawn(max_startups, passwords) for _ in range(count)]
+        self.instances.extend(pending)  # tracked at once, so stop() never leaks one
         started = []
-        for instance in pending:
-            for attempt in range(3):
-                try:
-                    _wait_port(instance)
-                    break
-                except RuntimeError:
-                    if attempt == 2:
-                        raise
-                    instance = self._spawn(max_startups, passwords)
-            started.append(instance)
-        self.instances.extend(started)
+        try:
+            for instance in pending:
+                for attempt in range(3):
+                    try:
+                        _wait_port(instance)
+                        break
+                    except RuntimeError:
+                        if attempt == 2:
+                            raise
+                        instance = self._spawn(max_startups, passwords)
+                        self.instances.append(instance)
+                started.append(instance)
+        except BaseException:
+            self.stop()
+            raise
+        self.instances = [i for i in self.instances if i.process and i.process.poll() is None]
         return started
 
     def _spawn(self, max_startups: str, passwords: bool) -> Sshd:
