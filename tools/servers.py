@@ -45,7 +45,7 @@ def server_view(server: server_repo.Server) -> dict[str, Any]:
         "transport": server.transport,
         "status": server.status,
         "tags": list(server.tags or []),
-        "last_seen": server.last_seen,
+        "last_seen": server.last_seen.isoformat() if server.last_seen else None,
         "host_key": server.host_key,
         "trust_on_first_use": server.trust_on_first_use,
         "credential_kind": server.credential_kind,

@@ -11,6 +11,8 @@ from models.ledger import entries_after
 from tests.conftest import auth
 from tests.executor.conftest import create_server, server_body
 from tests.executor.sshd import Keys, SshdFarm, free_port
+from tools import servers
+from tools.executor import is_read_only_command
 
 
 async def _ledger(action: str) -> list[dict]:
@@ -235,7 +237,7 @@ async def test_fanout_by_ids_and_tag(
 
 
 async def test_probe_gathers_facts(
-    client: httpx.AsyncClient, make_key, sshd_farm: SshdFarm, ssh_keys: Keys
+    client: httpx.AsyncClient, make_key, sshd_farm: SshdFarm, ssh_keys: Keys, database
 ) -> None:
     key = await make_key("write")
     sid = await create_server(client, key, server_body(sshd_farm, ssh_keys))
@@ -250,3 +252,9 @@ async def test_probe_gathers_facts(
         await client.get(f"/api/servers/{down}/status?refresh=true", headers=auth(key))
     ).json()
     assert offline["status"] == "offline" and offline["probe_error"]["code"] == "UNREACHABLE"
+
+    # the agents' catalog functions return JSON-able dicts
+    async with database.session() as session:
+        json.dumps(await servers.list_servers(session))
+        json.dumps(await servers.get_server_status(session, server_id=sid))
+        assert is_read_only_command("uptime") and not is_read_only_command("reboot")
