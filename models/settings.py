@@ -72,6 +72,23 @@ class Settings(BaseSettings):
         default=True, description="Run the webhook dispatcher inside `execflow serve`"
     )
 
+    # executor (issue 4)
+    playbooks_dir: Path | None = Field(
+        default=None, description="Extra playbook YAML directory, loaded beside the shipped ones"
+    )
+    server_probe_interval: float = Field(
+        default=300.0, ge=0, description="Seconds between server status probes; 0 disables them"
+    )
+    command_deny_patterns: list[str] = Field(
+        default_factory=list, description="Extra regexes the command policy refuses (a JSON list)"
+    )
+    ssh_handshakes_per_host: int = Field(
+        default=8, ge=1, le=100, description="Concurrent SSH handshakes per host (sshd MaxStartups)"
+    )
+    exec_max_output_bytes: int = Field(
+        default=65_536, ge=1024, description="Cap on stdout and on stderr kept per execution"
+    )
+
     @field_validator("cors_origins", "outbound_allowlist", "webhook_retry_schedule", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
