@@ -179,7 +179,7 @@ async def list_incidents(
         events = await session.execute(
             select(IncidentEvent)
             .where(IncidentEvent.incident_id.in_(timelines))
-            .order_by(IncidentEvent.ts, IncidentEvent.id)
+            .order_by(IncidentEvent.id)
         )
         for event in events.scalars():
             timelines[event.incident_id].append(event)

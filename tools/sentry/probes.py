@@ -121,12 +121,16 @@ async def probe(
 async def _check_dns(host: str, port: int, limit_s: float) -> Check:
     started = time.perf_counter()
     try:
-        infos = await asyncio.wait_for(
-            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), limit_s
-        )
-    except (OSError, TimeoutError) as exc:
-        return Check("dns", False, severity="critical", detail={"error": type(exc).__name__})
-    addresses = sorted({str(info[4][0]) for info in infos})
+        addresses = [str(ipaddress.ip_address(host.strip("[]")))]  # a literal needs no lookup
+    except ValueError:
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                limit_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            return Check("dns", False, severity="critical", detail={"error": type(exc).__name__})
+        addresses = sorted({str(info[4][0]) for info in infos})
     elapsed = round((time.perf_counter() - started) * 1000, 2)
     detail: dict[str, Any] = {"addresses": addresses, "resolve_ms": elapsed}
     if any(ipaddress.ip_address(a.split("%")[0]) in n for a in addresses for n in _FORBIDDEN_NETS):

@@ -63,15 +63,23 @@ async def probe_site(
     now: dt.datetime,
     client: httpx.AsyncClient,
     scheduled_for: dt.datetime | None = None,
+    preloaded: tuple[ProbeConfig, str | None] | None = None,
 ) -> dict[str, Any] | None:
-    """Probe one site, store the result, advance its incident; None if the site is gone."""
-    async with session_scope() as session:
-        site = await session.get(Site, site_id)
-        if site is None:
-            return None
-        config = ProbeConfig.of(site.url, site.meta)
-        monitor = await session.get(Monitor, site_id)
-        previous_hash = monitor.content_hash if monitor else None
+    """Probe one site, store the result, advance its incident; None if the site is gone.
+
+    ``preloaded`` (config, previous content hash) saves a read when the caller has them.
+    """
+    if preloaded is None:
+        async with session_scope() as session:
+            site = await session.get(Site, site_id)
+            if site is None:
+                return None
+            monitor = await session.get(Monitor, site_id)
+            preloaded = (
+                ProbeConfig.of(site.url, site.meta),
+                monitor.content_hash if monitor else None,
+            )
+    config, previous_hash = preloaded
     outcome = await probe(config, client=client, previous_hash=previous_hash, now=now)
     transition = await _store(site_id, outcome, now=now, scheduled_for=scheduled_for)
     if transition is not None:
@@ -136,6 +144,8 @@ async def _store(
 class DueProbe:
     site_id: int
     scheduled_for: dt.datetime
+    config: ProbeConfig
+    previous_hash: str | None
 
 
 async def claim_due(now: dt.datetime, *, exclude: set[int], rng: random.Random) -> list[DueProbe]:
@@ -178,7 +188,7 @@ async def claim_due(now: dt.datetime, *, exclude: set[int], rng: random.Random) 
                 following += step
             monitor.next_due_at = following
             if config.enabled:
-                claimed.append(DueProbe(monitor.site_id, scheduled))
+                claimed.append(DueProbe(monitor.site_id, scheduled, config, monitor.content_hash))
     return claimed
 
 
@@ -196,7 +206,7 @@ class ProbeScheduler:
         *,
         clock: Clock | None = None,
         concurrency: int = 20,
-        tick_s: float = 0.25,
+        tick_s: float = 0.5,
         client: httpx.AsyncClient | None = None,
         seed: int | None = None,
     ) -> None:
@@ -230,6 +240,7 @@ class ProbeScheduler:
                     now=self.clock.now(),
                     client=self._client,
                     scheduled_for=item.scheduled_for,
+                    preloaded=(item.config, item.previous_hash),
                 )
         except Exception:
             log.exception("probe of site %s failed", item.site_id)
