@@ -27,7 +27,7 @@ from models.db import init_database, utcnow
 from models.sentry import ProbeResult
 from models.sites import Site
 from tools.sentry.probes import ProbeConfig, probe
-from tools.sentry.scheduler import ProbeScheduler, make_client, probe_site
+from tools.sentry.scheduler import ProbeScheduler, SystemClock, make_client, probe_site
 
 BODY = b"<html><h1>Welcome</h1>" + b"x" * 2000 + b"</html>"
 RESPONSE = (
@@ -73,6 +73,16 @@ async def _rate(n: int, concurrency: int, work) -> float:  # type: ignore[no-unt
     return n / (time.perf_counter() - started)
 
 
+class ShiftedClock(SystemClock):
+    """The real clock, moved forward on demand (to make every site due at once)."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def now(self) -> dt.datetime:
+        return super().now() + self.offset
+
+
 async def throughput(url: str, n: int, site_ids: list[int]) -> None:
     config = ProbeConfig(url=url, expected_keyword="Welcome")
     for concurrency in (1, 20):
@@ -81,15 +91,32 @@ async def throughput(url: str, n: int, site_ids: list[int]) -> None:
             async def checks_only(_i: int, client=client) -> None:  # type: ignore[no-untyped-def]
                 await probe(config, client=client, previous_hash=None, now=utcnow())
 
-            async def full(i: int, client=client) -> None:  # type: ignore[no-untyped-def]
-                await probe_site(site_ids[i % len(site_ids)], now=utcnow(), client=client)
+            rate = await _rate(n, concurrency, checks_only)
+        print(f"probe checks only, concurrency={concurrency:>2}: {rate:7.1f} probes/s")
 
-            probes = await _rate(n, concurrency, checks_only)
-            stored = await _rate(n // 2, concurrency, full)
-        print(
-            f"throughput concurrency={concurrency:>2}: probe checks {probes:7.1f}/s, "
-            f"probe+store+state machine (SQLite) {stored:6.1f}/s"
-        )
+    async with make_client(concurrency=1) as client:
+
+        async def one_by_one(i: int, client=client) -> None:  # type: ignore[no-untyped-def]
+            await probe_site(site_ids[i % len(site_ids)], now=utcnow(), client=client)
+
+        rate = await _rate(n // 4, 1, one_by_one)
+    print(f"probe_site one at a time (a transaction each, the baseline): {rate:7.1f} probes/s")
+
+    clock = ShiftedClock()
+    scheduler = ProbeScheduler(clock=clock, concurrency=20, seed=2)
+    scheduler.start(schedule=False)  # the batch writer only; ticks are driven here
+    await scheduler.tick()  # creates the monitors, first probes spread over 60 s
+    await scheduler.drain()
+    clock.offset = dt.timedelta(seconds=61)  # now every site is due
+    started = time.perf_counter()
+    count = await scheduler.tick()
+    await scheduler.drain()
+    elapsed = time.perf_counter() - started
+    await scheduler.stop()
+    print(
+        f"ProbeScheduler worker (claim, probe x20, batched store): {count} sites in "
+        f"{elapsed:.1f}s = {count / elapsed:7.1f} probes/s"
+    )
 
 
 async def jitter(url: str, sites: int, seconds: float) -> None:
@@ -144,7 +171,7 @@ async def main() -> None:
         async with database.session() as session:
             rows = [
                 Site(name=f"t{i}", url=url, allowlist=[], shield_mode=False, meta={})
-                for i in range(50)
+                for i in range(args.probes // 2)
             ]
             session.add_all(rows)
             await session.flush()

@@ -63,10 +63,11 @@ async def list_incidents(
     severity: str | None = Query(default=None, description="critical, high, medium or low"),
     limit: int = Query(default=50, ge=1, le=200),
     offset: int = Query(default=0, ge=0),
+    site_id: int | None = Query(default=None, ge=1, description="Only this site's incidents"),
 ) -> IncidentList:
     """Incidents with severity, timeline and resolution status, newest first. Paginated."""
     page = await sentry.list_incidents(
-        session, status=status, severity=severity, limit=limit, offset=offset
+        session, status=status, severity=severity, limit=limit, offset=offset, site_id=site_id
     )
     return IncidentList(**page)
 

@@ -133,6 +133,8 @@ async def test_incident_list_filters_and_pagination(
     assert len(ids) == len(set(ids)) == 8
     assert ids == [i["id"] for i in everything["incidents"][:8]]
     assert (await get())["limit"] == 50
+    mine = await get(site_id=site_id, status="open")
+    assert mine["total"] == 3 and {i["site_id"] for i in mine["incidents"]} == {site_id}
 
 
 async def test_incident_list_rejects_bad_input(client: httpx.AsyncClient, make_key) -> None:

@@ -76,9 +76,8 @@ async def test_lifespan_runs_the_scheduler(
     app = types.SimpleNamespace(state=types.SimpleNamespace())
     async with sentry_router.lifespan(app):  # type: ignore[arg-type]
         scheduler = app.state.sentry_scheduler
-        assert isinstance(scheduler, ProbeScheduler) and scheduler._loop_task is not None
-        assert not scheduler._loop_task.done()
-    assert scheduler._loop_task.done()
+        assert isinstance(scheduler, ProbeScheduler) and scheduler.running
+    assert not scheduler.running
 
     monkeypatch.setenv("EXECFLOW_SENTRY_SCHEDULER", "off")
     app = types.SimpleNamespace(state=types.SimpleNamespace())

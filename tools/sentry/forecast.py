@@ -1,76 +1,101 @@
-"""Holt's linear exponential smoothing with a prediction interval, and its back-test.
+"""Exponential smoothing forecasts with prediction intervals, chosen and judged by back-test.
 
-``holt_forecast`` fits level and trend by grid search on one-step squared error and forecasts
-``horizon`` steps with an approximate 95 % interval (Hyndman & Athanasopoulos, FPP3 §8.7: the
-h-step variance of Holt's method is ``sigma^2 * (1 + sum_{j<h} (alpha + alpha*beta*j)^2)``).
-``backtest`` replays the history with rolling origins and compares the mean absolute error of
-Holt against the naive "tomorrow = today" forecast (the value 24 steps earlier), so users can
-see whether to trust the forecast.
+Two models, fitted by grid search on one-step squared error:
+
+* Holt's linear method (level + trend);
+* additive Holt-Winters (level + trend + a 24-hour season), once two days of history exist.
+
+Intervals are approximate 95 % ones from the ETS(A,A,N) / ETS(A,A,A) h-step variances in
+Hyndman & Athanasopoulos, *Forecasting: Principles and Practice* (3rd ed.), table 5.2 / §8.7.
+``backtest`` replays the history with rolling origins and compares a model's mean absolute
+error with the naive "tomorrow = today" forecast (the value 24 steps earlier); ``forecast``
+keeps whichever model back-tested better and reports that comparison, so users can see
+whether to trust it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-GRID = tuple(round(0.1 * i, 1) for i in range(1, 10))
+PERIOD = 24
+HOLT_GRID = [(a / 10, b / 10, 0.0) for a in range(1, 10) for b in range(1, 10)]
+HW_GRID = [
+    (a, b, g) for a in (0.1, 0.3, 0.5, 0.8) for b in (0.01, 0.05, 0.2) for g in (0.05, 0.2, 0.5)
+]
 Z95 = 1.96
 
 
 @dataclass(frozen=True)
-class HoltFit:
+class Fit:
     alpha: float
     beta: float
+    gamma: float
     level: float
     trend: float
     sigma: float
+    season: list[float] = field(default_factory=list)  # next PERIOD seasonal terms, in order
 
 
-def fit_holt(series: list[float]) -> HoltFit:
-    """The (alpha, beta) on a 0.1 grid with the least one-step squared error."""
-    if len(series) < 2:
-        value = series[0] if series else 0.0
-        return HoltFit(0.5, 0.1, value, 0.0, 0.0)
-    best: tuple[float, HoltFit] | None = None
-    for alpha in GRID:
-        for beta in GRID:
-            sse, level, trend = _run(series, alpha, beta)
-            if best is None or sse < best[0]:
-                sigma = math.sqrt(sse / max(1, len(series) - 2))
-                best = (sse, HoltFit(alpha, beta, level, trend, sigma))
-    assert best is not None
-    return best[1]
-
-
-def _run(series: list[float], alpha: float, beta: float) -> tuple[float, float, float]:
-    level, trend = series[0], series[1] - series[0]
+def _smooth(
+    series: list[float], alpha: float, beta: float, gamma: float, seasonal: bool
+) -> tuple[float, Fit]:
+    if seasonal:
+        first = sum(series[:PERIOD]) / PERIOD
+        second = sum(series[PERIOD : 2 * PERIOD]) / PERIOD
+        level, trend = first, (second - first) / PERIOD
+        season = [v - first for v in series[:PERIOD]]
+        start = PERIOD
+    else:
+        level, trend, season, start = series[0], series[1] - series[0], [0.0] * PERIOD, 1
     sse = 0.0
-    for value in series[1:]:
-        predicted = level + trend
-        sse += (value - predicted) ** 2
-        new_level = alpha * value + (1 - alpha) * predicted
+    for t in range(start, len(series)):
+        value, s = series[t], season[t % PERIOD]
+        sse += (value - (level + trend + s)) ** 2
+        new_level = alpha * (value - s) + (1 - alpha) * (level + trend)
         trend = beta * (new_level - level) + (1 - beta) * trend
+        if seasonal:
+            season[t % PERIOD] = gamma * (value - new_level) + (1 - gamma) * s
         level = new_level
-    return sse, level, trend
+    n = len(series)
+    upcoming = [season[(n + i) % PERIOD] for i in range(PERIOD)]
+    sigma = math.sqrt(sse / max(1, n - start - 1))
+    return sse, Fit(alpha, beta, gamma, level, trend, sigma, upcoming if seasonal else [])
+
+
+def fit(series: list[float], *, seasonal: bool = False) -> Fit:
+    """The grid point with the least one-step squared error."""
+    if len(series) < 2:
+        return Fit(0.5, 0.1, 0.0, series[0] if series else 0.0, 0.0, 0.0)
+    grid = HW_GRID if seasonal else HOLT_GRID
+    return min((_smooth(series, a, b, g, seasonal) for a, b, g in grid), key=lambda r: r[0])[1]
+
+
+def _variance_factor(f: Fit, h: int) -> float:
+    """sigma_h^2 / sigma^2 for ETS(A,A,N) or ETS(A,A,A) with beta = alpha * beta*."""
+    b = f.alpha * f.beta
+    factor = 1 + (h - 1) * (f.alpha**2 + f.alpha * b * h + b**2 * h * (2 * h - 1) / 6)
+    if f.season:
+        k = (h - 1) // PERIOD
+        factor += k * f.gamma * (2 * f.alpha + f.gamma + b * PERIOD * (k + 1))
+    return factor
 
 
 def holt_forecast(
     series: list[float],
     horizon: int,
     *,
+    seasonal: bool = False,
     lower_bound: float | None = None,
     upper_bound: float | None = None,
 ) -> dict[str, Any]:
     """Point forecasts and 95 % intervals for ``horizon`` steps, clipped to the given bounds."""
-    fit = fit_holt(series)
+    f = fit(series, seasonal=seasonal)
     points, lows, highs = [], [], []
-    spread = 0.0
     for h in range(1, horizon + 1):
-        if h > 1:
-            spread += (fit.alpha + fit.alpha * fit.beta * (h - 1)) ** 2
-        half = Z95 * fit.sigma * math.sqrt(1 + spread)
-        mean = fit.level + h * fit.trend
+        mean = f.level + h * f.trend + (f.season[(h - 1) % PERIOD] if f.season else 0.0)
+        half = Z95 * f.sigma * math.sqrt(_variance_factor(f, h))
         points.append(_clip(mean, lower_bound, upper_bound))
         lows.append(_clip(mean - half, lower_bound, upper_bound))
         highs.append(_clip(mean + half, lower_bound, upper_bound))
@@ -78,8 +103,9 @@ def holt_forecast(
         "forecast": points,
         "lower": lows,
         "upper": highs,
-        "alpha": fit.alpha,
-        "beta": fit.beta,
+        "alpha": f.alpha,
+        "beta": f.beta,
+        "gamma": f.gamma if seasonal else None,
     }
 
 
@@ -97,34 +123,68 @@ def backtest(
     horizon: int = 24,
     min_train: int = 48,
     max_origins: int = 7,
+    seasonal: bool = False,
     lower_bound: float | None = None,
     upper_bound: float | None = None,
 ) -> dict[str, Any]:
-    """Rolling-origin MAE of Holt and of the naive forecast over the last ``max_origins`` days."""
+    """Rolling-origin MAE of the model and of the naive forecast over the last origins."""
     origins = list(range(len(series) - horizon, min_train - 1, -horizon))[:max_origins]
     if not origins:
-        return {"origins": 0, "mae_holt": None, "mae_naive": None, "skill": None, "trust": False}
-    holt_err = naive_err = 0.0
-    count = 0
+        return {"origins": 0, "mae_model": None, "mae_naive": None, "skill": None, "trust": False}
+    model_err = naive_err = 0.0
     for origin in origins:
         train, actual = series[:origin], series[origin : origin + horizon]
-        predicted = holt_forecast(train, horizon, lower_bound=lower_bound, upper_bound=upper_bound)[
-            "forecast"
-        ]
-        naive = train[-horizon:]
-        for a, p, n in zip(actual, predicted, naive, strict=True):
-            holt_err += abs(a - p)
+        predicted = holt_forecast(
+            train, horizon, seasonal=seasonal, lower_bound=lower_bound, upper_bound=upper_bound
+        )["forecast"]
+        for a, p, n in zip(actual, predicted, train[-horizon:], strict=True):
+            model_err += abs(a - p)
             naive_err += abs(a - n)
-            count += 1
-    mae_holt, mae_naive = holt_err / count, naive_err / count
-    if mae_naive > 0:
-        skill: float | None = 1 - mae_holt / mae_naive
-    else:
-        skill = 0.0 if mae_holt == 0 else None
+    count = len(origins) * horizon
+    mae_model, mae_naive = model_err / count, naive_err / count
+    # Skill is undefined when the naive forecast is (numerically) perfect.
+    skill = round(1 - mae_model / mae_naive, 4) if mae_naive > 1e-9 else None
     return {
         "origins": len(origins),
-        "mae_holt": round(mae_holt, 6),
+        "mae_model": round(mae_model, 6),
         "mae_naive": round(mae_naive, 6),
-        "skill": None if skill is None else round(skill, 4),
-        "trust": mae_holt <= mae_naive,
+        "skill": skill,
+        "trust": mae_model <= mae_naive + 1e-9,
+    }
+
+
+def forecast(
+    series: list[float],
+    horizon: int = 24,
+    *,
+    lower_bound: float | None = None,
+    upper_bound: float | None = None,
+) -> dict[str, Any]:
+    """The better-back-tested of Holt and Holt-Winters: its forecast, interval and back-test."""
+
+    def run(seasonal: bool) -> dict[str, Any]:
+        return backtest(
+            series,
+            horizon=horizon,
+            seasonal=seasonal,
+            lower_bound=lower_bound,
+            upper_bound=upper_bound,
+        )
+
+    tests = {"holt": run(False)}
+    if len(series) >= 2 * PERIOD + horizon:
+        tests["holt_winters"] = run(True)
+    method = min(tests, key=lambda m: tests[m]["mae_model"] if tests[m]["origins"] else math.inf)
+    result = holt_forecast(
+        series,
+        horizon,
+        seasonal=method == "holt_winters",
+        lower_bound=lower_bound,
+        upper_bound=upper_bound,
+    )
+    return {
+        "method": method,
+        **result,
+        "backtest": tests[method],
+        "candidates": {m: t["mae_model"] for m, t in tests.items()},
     }

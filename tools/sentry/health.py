@@ -17,6 +17,7 @@ Threat level, from the same signals (first rule that matches):
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import importlib
 import inspect
@@ -31,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.errors import NotFound
 from models.sentry import Incident, ProbeResult
 from models.sites import Site
-from tools.sentry.forecast import backtest, holt_forecast
+from tools.sentry.forecast import forecast
 
 INCIDENT_PENALTY = {"critical": 25, "high": 15, "medium": 8, "low": 3}
 HISTORY = dt.timedelta(days=7)
@@ -108,11 +109,17 @@ async def _history(session: AsyncSession, site_id: int, since: dt.datetime) -> l
 
 
 def hourly_series(rows: list[Any], *, now: dt.datetime) -> tuple[list[float], list[float]]:
-    """Hourly availability and mean latency, oldest first; empty hours carry the last value."""
-    start = now - HISTORY
+    """Hourly availability and mean latency over complete hours, oldest first.
+
+    The current, partial hour is left out (it would bias the last point, and this way the
+    series, and so the prediction, changes once an hour). Empty hours carry the last value.
+    """
+    end = _hour_floor(now)
+    start = end - HISTORY
     buckets: dict[int, list[Any]] = {}
     for row in rows:
-        buckets.setdefault(int((row.ts - start).total_seconds() // 3600), []).append(row)
+        if start <= row.ts < end:
+            buckets.setdefault(int((row.ts - start).total_seconds() // 3600), []).append(row)
     availability: list[float] = []
     latency: list[float] = []
     for hour in range(int(HISTORY.total_seconds() // 3600)):
@@ -128,6 +135,10 @@ def hourly_series(rows: list[Any], *, now: dt.datetime) -> tuple[list[float], li
     return availability, latency
 
 
+def _hour_floor(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def prediction(availability: list[float], latency: list[float]) -> dict[str, Any]:
     """The next 24 hours of availability and latency, with intervals and their back-test."""
     if len(availability) < 6:
@@ -138,24 +149,41 @@ def prediction(availability: list[float], latency: list[float]) -> dict[str, Any
         }
 
     def one(series: list[float], low: float, high: float | None) -> dict[str, Any]:
-        f = holt_forecast(series, HORIZON_HOURS, lower_bound=low, upper_bound=high)
+        f = forecast(series, HORIZON_HOURS, lower_bound=low, upper_bound=high)
         return {
+            "method": f["method"],
             "expected": round(statistics.fmean(f["forecast"]), 4),
             "lower": round(min(f["lower"]), 4),
             "upper": round(max(f["upper"]), 4),
             "hourly": f["forecast"],
-            "alpha": f["alpha"],
-            "beta": f["beta"],
-            "backtest": backtest(series, horizon=HORIZON_HOURS, lower_bound=low, upper_bound=high),
+            "hourly_lower": f["lower"],
+            "hourly_upper": f["upper"],
+            "backtest": f["backtest"],
+            "candidates": f["candidates"],
         }
 
     return {
-        "method": "holt",
+        "method": "exponential_smoothing",
         "horizon_hours": HORIZON_HOURS,
         "hours_of_history": len(availability),
         "availability": one(availability, 0.0, 1.0),
         "latency_ms": one(latency, 0.0, None),
     }
+
+
+_PREDICTIONS: dict[tuple[int, dt.datetime], dict[str, Any]] = {}
+
+
+async def cached_prediction(site_id: int, rows: list[Any], now: dt.datetime) -> dict[str, Any]:
+    """The prediction, computed off the event loop once per site and hour."""
+    key = (site_id, _hour_floor(now))
+    if key not in _PREDICTIONS:
+        availability, latency = hourly_series(rows, now=now)
+        result = await asyncio.to_thread(prediction, availability, latency)
+        while len(_PREDICTIONS) >= 1024:
+            _PREDICTIONS.pop(next(iter(_PREDICTIONS)))
+        _PREDICTIONS[key] = result
+    return _PREDICTIONS[key]
 
 
 async def get_site_health(
@@ -169,7 +197,6 @@ async def get_site_health(
     rows = await _history(session, site_id, now - HISTORY)
     signals, last_day = await _signals(session, site, rows, now)
     score, penalties = health_score(signals)
-    availability, latency = hourly_series(rows, now=now)
     return {
         "site_id": site.id,
         "name": site.name,
@@ -180,7 +207,7 @@ async def get_site_health(
         "signals": asdict(signals),
         "penalties": penalties,
         "probes_last_24h": len(last_day),
-        "prediction": prediction(availability, latency),
+        "prediction": await cached_prediction(site.id, rows, now),
     }
 
 

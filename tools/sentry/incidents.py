@@ -64,11 +64,11 @@ def _probe_data(outcome: ProbeOutcome) -> dict[str, Any]:
 
 
 async def apply_outcome(
-    session: AsyncSession, monitor: Monitor, outcome: ProbeOutcome
+    session: AsyncSession, monitor: Monitor, outcome: ProbeOutcome, incident: Incident | None
 ) -> Transition | None:
-    """Advance ``monitor``'s counters with one probe and open/escalate/resolve its incident."""
+    """Advance ``monitor``'s counters with one probe and open/escalate/resolve ``incident``
+    (the site's open incident, or None)."""
     at = outcome.started_at
-    incident = await open_incident_for(session, monitor.site_id)
     previous_failures = list(monitor.last_failures or [])
     if outcome.ok:
         monitor.consecutive_successes += 1

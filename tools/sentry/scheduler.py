@@ -1,10 +1,8 @@
 """Running probes: one site now (``probe_site``), every site at its interval (``ProbeScheduler``).
 
-``probe_site`` is the unit of work: read the site, probe it with no database session open, then
-store the result and advance the incident state machine in one transaction, and finally record
-``incident_opened`` / ``incident_resolved`` in the ledger. The scheduler is self-contained (an
-asyncio loop started by the API's lifespan) so it can later move onto the job system's cron
-schedules by calling ``claim_due`` and ``probe_site`` from there.
+A probe runs with no database session open; its outcome is then stored (``store.py``). The
+scheduler is self-contained (an asyncio loop started by the API's lifespan) so it can later
+move onto the job system's cron schedules by calling ``claim_due`` and ``probe_site``.
 
 Each site's next due time advances from its previous *due* time, not from when a probe ended,
 so probes do not drift; ``ProbeResult.scheduled_for`` versus ``ts`` is the measured jitter.
@@ -22,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
-from models import ledger
 from models.db import session_scope, utcnow
-from models.sentry import Monitor, ProbeResult
+from models.sentry import Monitor
 from models.sites import Site
-from tools.sentry.incidents import Transition, apply_outcome
-from tools.sentry.probes import ProbeConfig, ProbeOutcome, probe
+from tools.sentry.probes import ProbeConfig, probe
+from tools.sentry.store import Finished, new_monitor, prune_results, store_outcomes, writing
 
 log = logging.getLogger("execflow.sentry")
 RETENTION = dt.timedelta(days=14)
@@ -58,39 +55,21 @@ def make_client(
 
 
 async def probe_site(
-    site_id: int,
-    *,
-    now: dt.datetime,
-    client: httpx.AsyncClient,
-    scheduled_for: dt.datetime | None = None,
-    preloaded: tuple[ProbeConfig, str | None] | None = None,
+    site_id: int, *, now: dt.datetime, client: httpx.AsyncClient
 ) -> dict[str, Any] | None:
-    """Probe one site, store the result, advance its incident; None if the site is gone.
-
-    ``preloaded`` (config, previous content hash) saves a read when the caller has them.
-    """
-    if preloaded is None:
-        async with session_scope() as session:
-            site = await session.get(Site, site_id)
-            if site is None:
-                return None
-            monitor = await session.get(Monitor, site_id)
-            preloaded = (
-                ProbeConfig.of(site.url, site.meta),
-                monitor.content_hash if monitor else None,
-            )
-    config, previous_hash = preloaded
+    """Probe one site now, store the result, advance its incident; None if the site is gone."""
+    async with session_scope() as session:
+        site = await session.get(Site, site_id)
+        if site is None:
+            return None
+        monitor = await session.get(Monitor, site_id)
+        config = ProbeConfig.of(site.url, site.meta)
+        previous_hash = monitor.content_hash if monitor else None
     outcome = await probe(config, client=client, previous_hash=previous_hash, now=now)
-    transition = await _store(site_id, outcome, now=now, scheduled_for=scheduled_for)
-    if transition is not None:
-        incident = transition.incident
-        await ledger.record(
-            transition.action,
-            actor="sentry",
-            target=f"site:{site_id}",
-            params={"site_id": site_id, "incident_id": incident.id},
-            result={"severity": incident.severity, "failures": list(incident.failures)},
-        )
+    item = Finished(site_id, outcome)
+    await store_outcomes([item])
+    if not item.stored:
+        return None
     return {
         "site_id": site_id,
         "ok": outcome.ok,
@@ -100,44 +79,8 @@ async def probe_site(
         "status_code": outcome.status_code,
         "latency_ms": outcome.latency_ms,
         "checks": outcome.checks_dict(),
-        "incident": transition.action if transition else None,
+        "incident": item.transition.action if item.transition else None,
     }
-
-
-async def _store(
-    site_id: int, outcome: ProbeOutcome, *, now: dt.datetime, scheduled_for: dt.datetime | None
-) -> Transition | None:
-    async with session_scope() as session:
-        if await session.get(Site, site_id) is None:
-            return None
-        monitor = await session.get(Monitor, site_id, with_for_update=True)
-        if monitor is None:
-            monitor = Monitor(
-                site_id=site_id,
-                next_due_at=now,
-                consecutive_failures=0,
-                consecutive_successes=0,
-                last_failures=[],
-            )
-            session.add(monitor)
-        session.add(
-            ProbeResult(
-                site_id=site_id,
-                ts=now,
-                scheduled_for=scheduled_for,
-                ok=outcome.ok,
-                severity=outcome.severity,
-                status_code=outcome.status_code,
-                latency_ms=outcome.latency_ms,
-                failures=outcome.failures,
-                warnings=outcome.warnings,
-                checks=outcome.checks_dict(),
-            )
-        )
-        if outcome.content_hash is not None:
-            monitor.content_hash = outcome.content_hash
-        monitor.last_probe_at = now
-        return await apply_outcome(session, monitor, outcome)
 
 
 @dataclass
@@ -151,24 +94,15 @@ class DueProbe:
 async def claim_due(now: dt.datetime, *, exclude: set[int], rng: random.Random) -> list[DueProbe]:
     """Start monitoring new sites (first probe spread over one interval); claim the due ones."""
     claimed: list[DueProbe] = []
-    async with session_scope() as session:
+    async with writing() as session:
         new_sites = await session.execute(
             select(Site.id, Site.url, Site.meta)
             .outerjoin(Monitor, Monitor.site_id == Site.id)
             .where(Monitor.site_id.is_(None))
         )
         for site_id, url, meta in new_sites.all():
-            interval = ProbeConfig.of(url, meta).interval_s
-            offset = dt.timedelta(seconds=rng.uniform(0, interval))
-            session.add(
-                Monitor(
-                    site_id=site_id,
-                    next_due_at=now + offset,
-                    consecutive_failures=0,
-                    consecutive_successes=0,
-                    last_failures=[],
-                )
-            )
+            offset = rng.uniform(0, ProbeConfig.of(url, meta).interval_s)
+            session.add(new_monitor(site_id, now + dt.timedelta(seconds=offset)))
         await session.flush()
         due = await session.execute(
             select(Monitor, Site.url, Site.meta)
@@ -176,6 +110,8 @@ async def claim_due(now: dt.datetime, *, exclude: set[int], rng: random.Random) 
             .where(Monitor.next_due_at <= now)
             .order_by(Monitor.next_due_at)
             .limit(1000)
+            # Several API processes may schedule: each row is claimed once (PostgreSQL).
+            .with_for_update(skip_locked=True, of=Monitor)
         )
         for monitor, url, meta in due.all():
             if monitor.site_id in exclude:
@@ -192,14 +128,11 @@ async def claim_due(now: dt.datetime, *, exclude: set[int], rng: random.Random) 
     return claimed
 
 
-async def prune_results(before: dt.datetime) -> int:
-    async with session_scope() as session:
-        result = await session.execute(delete(ProbeResult).where(ProbeResult.ts < before))
-        return int(getattr(result, "rowcount", 0) or 0)
-
-
 class ProbeScheduler:
-    """Probes every monitored site at its interval with at most ``concurrency`` at once."""
+    """Probes every monitored site at its interval, at most ``concurrency`` at once.
+
+    Outcomes are stored by one writer task in batches (one transaction per flush).
+    """
 
     def __init__(
         self,
@@ -217,7 +150,9 @@ class ProbeScheduler:
         self._owns_client = client is None
         self._rng = random.Random(seed)  # spreads load; not security
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._loop_task: asyncio.Task[None] | None = None
+        self._pending: list[tuple[Finished, asyncio.Future[None]]] = []
+        self._wake_writer = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._next_prune: dt.datetime | None = None
 
     async def tick(self) -> int:
@@ -228,50 +163,86 @@ class ProbeScheduler:
             await prune_results(now - RETENTION)
         due = await claim_due(now, exclude=set(self._inflight), rng=self._rng)
         for item in due:
-            task = asyncio.create_task(self._run(item))
-            self._inflight[item.site_id] = task
+            self._inflight[item.site_id] = asyncio.create_task(self._run(item))
         return len(due)
 
     async def _run(self, item: DueProbe) -> None:
         try:
             async with self._semaphore:
-                await probe_site(
-                    item.site_id,
-                    now=self.clock.now(),
+                outcome = await probe(
+                    item.config,
                     client=self._client,
-                    scheduled_for=item.scheduled_for,
-                    preloaded=(item.config, item.previous_hash),
+                    previous_hash=item.previous_hash,
+                    now=self.clock.now(),
                 )
+            stored = asyncio.get_running_loop().create_future()
+            self._pending.append((Finished(item.site_id, outcome, item.scheduled_for), stored))
+            self._wake_writer.set()
+            if not self._tasks:  # no writer running (tests driving tick by hand): store now
+                await self.flush()
+            await stored
         except Exception:
             log.exception("probe of site %s failed", item.site_id)
         finally:
             self._inflight.pop(item.site_id, None)
 
+    async def flush(self) -> None:
+        """Store every outcome waiting, in one transaction."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            await store_outcomes([finished for finished, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
     async def drain(self) -> None:
-        """Wait for the probes in flight (tests and shutdown)."""
+        """Wait for the probes in flight and their storage (tests and shutdown)."""
         while self._inflight:
             await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
 
-    async def _loop(self) -> None:
+    async def _schedule_loop(self) -> None:
         while True:
             try:
                 await self.tick()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("sentry scheduler tick failed")
             await self.clock.sleep(self.tick_s)
 
-    def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._loop())
+    async def _writer_loop(self) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("storing probe results failed")
+            await self.clock.sleep(self.tick_s / 2)  # let a batch gather
+
+    def start(self, *, schedule: bool = True) -> None:
+        """Run the batch writer and, unless ``schedule`` is False, the ticking loop."""
+        self._tasks = [asyncio.create_task(self._writer_loop())]
+        if schedule:
+            self._tasks.append(asyncio.create_task(self._schedule_loop()))
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     async def stop(self) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for task in self._tasks:
+            task.cancel()
         for task in list(self._inflight.values()):
             task.cancel()
-        await asyncio.gather(*list(self._inflight.values()), return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._inflight.values(), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.flush()
+        self._tasks.clear()
         if self._owns_client:
             await self._client.aclose()
