@@ -6,7 +6,7 @@ import httpx
 
 from models import ledger
 from models.db import Database
-from models.sentry import Incident
+from models.sentry import Incident, IncidentEvent
 from tests.conftest import auth
 from tests.sentry.conftest import FakeClock, SiteFactory, Upstream
 from tools import sentry
@@ -66,6 +66,22 @@ async def test_flapping_upstream_opens_one_incident_and_resolves_after_two_succe
     assert kinds[0] == "opened" and kinds[-1] == "resolved"
     assert kinds.count("probe_recovered") == 4 and kinds.count("probe_failed") == 3
     assert await ledger_actions(site_id) == ["incident_opened", "incident_resolved"]
+
+
+async def test_a_long_timeline_shows_its_opening_and_latest_events(
+    database: Database, make_site: SiteFactory
+) -> None:
+    site_id = await make_site("http://127.0.0.1:9/")
+    async with database.session() as session:
+        incident = Incident(site_id=site_id, status="open", severity="low", title="t", failures=[])
+        session.add(incident)
+        await session.flush()
+        for n in range(150):
+            session.add(IncidentEvent(incident_id=incident.id, kind="probe_failed", message=str(n)))
+    [shown] = await site_incidents(database, site_id)
+    assert shown["timeline_total"] == 150 and len(shown["timeline"]) == 100
+    assert [e["message"] for e in shown["timeline"][:2]] == ["0", "51"]
+    assert shown["timeline"][-1]["message"] == "149"
 
 
 async def test_severity_escalates_and_the_timeline_records_it(

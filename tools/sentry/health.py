@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib
-import inspect
 import math
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -33,6 +31,7 @@ from models.errors import NotFound
 from models.sentry import Incident, ProbeResult
 from models.sites import Site
 from tools.sentry.forecast import forecast
+from tools.sentry.traffic import traffic_signals
 
 INCIDENT_PENALTY = {"critical": 25, "high": 15, "medium": 8, "low": 3}
 HISTORY = dt.timedelta(days=7)
@@ -76,27 +75,6 @@ def threat_level(signals: Signals, score: int) -> str:
     ):
         return "medium"
     return "low"
-
-
-async def traffic_signals(
-    session: AsyncSession, *, site_id: int, since: dt.datetime
-) -> dict[str, int]:
-    """VaultShield/eShield counters from the traffic module, zeros while it is not installed.
-
-    Expects ``tools.vaultshield.site_traffic_stats(session, *, site_id, since)`` returning
-    ``{"requests", "blocked", "eshield_hits"}``.
-    """
-    zeros = {"requests": 0, "blocked": 0, "eshield_hits": 0}
-    try:
-        module = importlib.import_module("tools.vaultshield")
-    except ImportError:
-        return zeros
-    stats_fn = getattr(module, "site_traffic_stats", None)
-    if stats_fn is None:
-        return zeros
-    result = stats_fn(session, site_id=site_id, since=since)
-    stats = await result if inspect.isawaitable(result) else result
-    return {k: int((stats or {}).get(k) or 0) for k in zeros}
 
 
 async def _history(session: AsyncSession, site_id: int, since: dt.datetime) -> list[Any]:
@@ -171,12 +149,16 @@ def prediction(availability: list[float], latency: list[float]) -> dict[str, Any
     }
 
 
-_PREDICTIONS: dict[tuple[int, dt.datetime], dict[str, Any]] = {}
+_PREDICTIONS: dict[tuple[str, int, dt.datetime, int], dict[str, Any]] = {}
 
 
-async def cached_prediction(site_id: int, rows: list[Any], now: dt.datetime) -> dict[str, Any]:
-    """The prediction, computed off the event loop once per site and hour."""
-    key = (site_id, _hour_floor(now))
+async def cached_prediction(
+    session: AsyncSession, site_id: int, rows: list[Any], now: dt.datetime
+) -> dict[str, Any]:
+    """The prediction, computed off the event loop once per site and hour of data."""
+    hour = _hour_floor(now)
+    complete = sum(1 for r in rows if r.ts < hour)
+    key = (str(session.get_bind().engine.url), site_id, hour, complete)
     if key not in _PREDICTIONS:
         availability, latency = hourly_series(rows, now=now)
         result = await asyncio.to_thread(prediction, availability, latency)
@@ -207,7 +189,7 @@ async def get_site_health(
         "signals": asdict(signals),
         "penalties": penalties,
         "probes_last_24h": len(last_day),
-        "prediction": await cached_prediction(site.id, rows, now),
+        "prediction": await cached_prediction(session, site.id, rows, now),
     }
 
 

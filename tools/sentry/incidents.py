@@ -21,6 +21,7 @@ from tools.sentry.probes import ProbeOutcome
 
 OPEN_AFTER = 3
 RESOLVE_AFTER = 2
+TIMELINE_SHOWN = 100
 
 
 @dataclass
@@ -140,6 +141,8 @@ def incident_dict(incident: Incident, timeline: list[IncidentEvent]) -> dict[str
         "opened_at": incident.opened_at.isoformat(),
         "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
         "resolution": "resolved" if incident.status == "resolved" else "unresolved",
+        "timeline_total": len(timeline),
+        # The opening event and the latest ones: a long flapping incident stays readable.
         "timeline": [
             {
                 "ts": e.ts.isoformat(),
@@ -148,9 +151,15 @@ def incident_dict(incident: Incident, timeline: list[IncidentEvent]) -> dict[str
                 "message": e.message,
                 "data": e.data,
             }
-            for e in timeline
+            for e in _shown(timeline)
         ],
     }
+
+
+def _shown(timeline: list[IncidentEvent]) -> list[IncidentEvent]:
+    if len(timeline) <= TIMELINE_SHOWN:
+        return timeline
+    return [timeline[0], *timeline[-(TIMELINE_SHOWN - 1) :]]
 
 
 async def list_incidents(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import logging
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,8 +11,7 @@ from models.db import utcnow
 from models.errors import NotFound
 from models.sites import Site
 from tools.sentry.incidents import add_event, open_incident_for
-
-log = logging.getLogger("execflow.sentry")
+from tools.sentry.traffic import publish_rules_changed
 
 
 async def set_shield_mode(
@@ -53,7 +49,7 @@ async def set_shield_mode(
         result={"previous": previous, "incident_id": incident_id},
         request_id=request_id,
     )
-    propagated = await _publish_rules_changed()
+    propagated = await publish_rules_changed()
     return {
         "site_id": site_id,
         "shield_mode": bool(enabled),
@@ -62,18 +58,3 @@ async def set_shield_mode(
         "incident_id": incident_id,
         "propagated": propagated,
     }
-
-
-async def _publish_rules_changed() -> bool:
-    """Tell running proxies to reload; False while the VaultShield module is not installed."""
-    try:
-        module = importlib.import_module("tools.vaultshield")
-    except ImportError:
-        return False
-    publish = getattr(module, "publish_rules_changed", None)
-    if publish is None:
-        return False
-    result = publish()
-    if inspect.isawaitable(result):
-        await result
-    return True
