@@ -141,7 +141,10 @@ async def test_health_route(client: httpx.AsyncClient, make_key, make_site: Site
     assert response.status_code == 200
     body = response.json()
     assert body["success"] is True and body["site_id"] == site_id
-    assert {"health_score", "threat_level", "prediction"} <= body.keys()
+    assert {"health_score", "threat_level", "prediction", "signals", "penalties"} <= body.keys()
+    assert (
+        body["signals"]["block_rate"] == 0 and body["prediction"]["method"] == "insufficient_data"
+    )
     missing = await client.get("/api/sentry/health/999999", headers=auth(key))
     assert missing.status_code == 404 and missing.json()["code"] == "SITE_NOT_FOUND"
     assert (await client.get("/api/v1/sentry/health/abc", headers=auth(key))).status_code == 400
