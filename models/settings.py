@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         default=65_536, ge=1024, description="Cap on stdout and on stderr kept per execution"
     )
 
+    # sentry (issue 8)
+    sentry_scheduler: bool = Field(
+        default=True, description="Run the Sentry V probe scheduler inside `execflow serve`"
+    )
+    sentry_concurrency: int = Field(default=20, ge=1, le=1000, description="Concurrent probes")
+
     @field_validator("cors_origins", "outbound_allowlist", "webhook_retry_schedule", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
 from api.schemas import Ok
+from models.settings import get_settings
 from tools import sentry
 
 router = make_router(tags=["sentry"])
@@ -86,11 +86,11 @@ async def set_shield_mode(
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Run the probe scheduler while the API runs (EXECFLOW_SENTRY_SCHEDULER=off disables it)."""
-    if os.environ.get("EXECFLOW_SENTRY_SCHEDULER", "on").lower() in {"off", "0", "false", "no"}:
+    settings = get_settings()
+    if not settings.sentry_scheduler:
         yield
         return
-    concurrency = int(os.environ.get("EXECFLOW_SENTRY_CONCURRENCY", "20"))
-    scheduler = sentry.ProbeScheduler(concurrency=concurrency)
+    scheduler = sentry.ProbeScheduler(concurrency=settings.sentry_concurrency)
     scheduler.start()
     app.state.sentry_scheduler = scheduler
     try:

@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 # The background scheduler would probe test sites on the real clock; tests drive probes
-# themselves with a fake clock. tests/sentry/test_scheduler.py starts it on purpose.
-os.environ.setdefault("EXECFLOW_SENTRY_SCHEDULER", "off")
+# themselves with a fake clock (tests/conftest.py turns it off; test_scheduler.py starts it).
+os.environ.setdefault("EXECFLOW_SENTRY_SCHEDULER", "off")  # for `execflow serve` subprocesses
 
 from models.db import Database
 from models.sites import Site

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from api.routers import sentry as sentry_router
 from models.db import Database
 from models.sentry import Monitor, ProbeResult
+from models.settings import get_settings
 from tests.sentry.conftest import FakeClock, SiteFactory, Upstream
 from tools.sentry import ProbeScheduler
 
@@ -72,14 +73,14 @@ async def test_every_site_at_its_interval_without_bursts(
 async def test_lifespan_runs_the_scheduler(
     monkeypatch: pytest.MonkeyPatch, database: Database
 ) -> None:
-    monkeypatch.setenv("EXECFLOW_SENTRY_SCHEDULER", "on")
+    monkeypatch.setattr(get_settings(), "sentry_scheduler", True)
     app = types.SimpleNamespace(state=types.SimpleNamespace())
     async with sentry_router.lifespan(app):  # type: ignore[arg-type]
         scheduler = app.state.sentry_scheduler
         assert isinstance(scheduler, ProbeScheduler) and scheduler.running
     assert not scheduler.running
 
-    monkeypatch.setenv("EXECFLOW_SENTRY_SCHEDULER", "off")
+    monkeypatch.setattr(get_settings(), "sentry_scheduler", False)
     app = types.SimpleNamespace(state=types.SimpleNamespace())
     async with sentry_router.lifespan(app):  # type: ignore[arg-type]
         assert not hasattr(app.state, "sentry_scheduler")
