@@ -170,6 +170,13 @@ def _target_kind(target: str) -> tuple[str, list[str]]:
     raise BadRequest("target must be an IP address, a CIDR or a hostname", fields=["target"])
 
 
+def _display(target: str, kind: str, addresses: list[str]) -> str:
+    """How a target is stored: a bare address, a CIDR, or a lower-case host name."""
+    if kind == "hostname":
+        return target.strip().lower().rstrip(".")
+    return addresses[0].split("/")[0] if kind == "ip" else addresses[0]
+
+
 def _single_label(name: str) -> bool:
     return bool(name) and len(name) <= 63 and name.replace("-", "").isalnum()
 
@@ -242,7 +249,7 @@ async def quarantine_target(
             addresses = ["127.0.0.1/32", "::1/128"]
         else:
             addresses = await _resolve(target.strip())
-    normalised = target.strip().lower() if kind == "hostname" else addresses[0]
+    normalised = _display(target, kind, addresses)
     if addresses and not force:
         why = await _protected_reason(session, addresses)
         if why is not None:
@@ -309,7 +316,7 @@ async def release_quarantine(
     else:
         assert target is not None
         kind, addresses = _target_kind(target)
-        wanted = target.strip().lower() if kind == "hostname" else addresses[0]
+        wanted = _display(target, kind, addresses)
         query = query.where(Quarantine.target == wanted)
     row = (await session.execute(query)).scalar()
     if row is None:
