@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -135,10 +135,7 @@ async def delete_site(
     """Delete a site and its site-specific rules."""
     site = await _get(session, site_id)
     removed = site_dict(site)
-    for rule in (
-        await session.execute(select(VaultShieldRule).where(VaultShieldRule.site_id == site_id))
-    ).scalars():
-        await session.delete(rule)
+    await session.execute(delete(VaultShieldRule).where(VaultShieldRule.site_id == site_id))
     await session.delete(site)
     await session.commit()
     await ledger.record(
