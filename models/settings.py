@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         default=60, ge=1, description="Per-client limit while a site is in shield mode"
     )
     vaultshield_poll_seconds: float = Field(
-        default=0.25, gt=0, le=5, description="How often proxies poll the rule version"
+        default=0.25, gt=0, le=60, description="How often proxies poll the rule version"
     )
 
     @field_validator("cors_origins", "outbound_allowlist", mode="before")

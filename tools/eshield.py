@@ -280,6 +280,7 @@ async def quarantine_target(
     )
     session.add(row)
     await session.commit()
+    await publish_rules_changed()  # proxies first; the ledger entry follows
     await ledger.record(
         "target_quarantined",
         actor=actor,
@@ -288,7 +289,6 @@ async def quarantine_target(
         result={"quarantine_id": row.id, "addresses": addresses},
         request_id=request_id,
     )
-    await publish_rules_changed()
     if row.expires_at is not None:
         await jobs.enqueue(
             EXPIRE_JOB,
@@ -331,6 +331,7 @@ async def _close(
     row.released_at = utcnow()
     row.released_by = actor
     await session.commit()
+    await publish_rules_changed()  # proxies first; the ledger entry follows
     await ledger.record(
         "quarantine_released",
         actor=actor,
@@ -342,7 +343,6 @@ async def _close(
         result={"status": status},
         request_id=request_id,
     )
-    await publish_rules_changed()
     return quarantine_dict(row)
 
 

@@ -138,6 +138,7 @@ async def delete_site(
     await session.execute(delete(VaultShieldRule).where(VaultShieldRule.site_id == site_id))
     await session.delete(site)
     await session.commit()
+    await publish_rules_changed()  # proxies first; the ledger entry follows
     await ledger.record(
         "site_deleted",
         actor=actor,
@@ -145,7 +146,6 @@ async def delete_site(
         params={"name": removed["name"]},
         request_id=request_id,
     )
-    await publish_rules_changed()
     return removed
 
 

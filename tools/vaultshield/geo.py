@@ -24,7 +24,10 @@ def _mmdb_lookup(path: Path) -> CountryLookup:
     reader = maxminddb.open_database(str(path))
 
     def country_of(ip: str) -> str | None:
-        record = reader.get(ip)
+        try:
+            record = reader.get(ip)
+        except ValueError:  # an IPv6 address asked of an IPv4-only database
+            return None
         if not isinstance(record, dict):
             return None
         country = record.get("country")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -148,6 +149,7 @@ class ShieldProxy:
                 limiter=self.limiter,
             )
             self.engine, self.snapshot, self.version = engine, snapshot, version
+            gc.freeze()  # the long-lived rule tables leave the collector's scans (short pauses)
             log.info(
                 "vaultshield rules loaded",
                 extra={"site_id": self.site_id, "rules": engine.rule_count, "version": version},

@@ -67,6 +67,7 @@ async def add_vaultshield_rule(
     )
     session.add(rule)
     await session.commit()
+    await publish_rules_changed()  # proxies first; the ledger entry follows
     await ledger.record(
         "vaultshield_rule_added",
         actor=actor,
@@ -80,7 +81,6 @@ async def add_vaultshield_rule(
         },
         request_id=request_id,
     )
-    await publish_rules_changed()
     return rule_dict(rule)
 
 
@@ -115,6 +115,7 @@ async def delete_vaultshield_rule(
     removed = rule_dict(rule)
     await session.delete(rule)
     await session.commit()
+    await publish_rules_changed()  # proxies first; the ledger entry follows
     await ledger.record(
         "vaultshield_rule_deleted",
         actor=actor,
@@ -122,7 +123,6 @@ async def delete_vaultshield_rule(
         params={k: removed[k] for k in ("type", "value", "action", "priority", "site_id")},
         request_id=request_id,
     )
-    await publish_rules_changed()
     return removed
 
 
