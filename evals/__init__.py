@@ -1,1 +1,1 @@
-"""evals."""
+"""Measurement harnesses. Each prints its figures; none is a test."""

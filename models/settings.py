@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_CORS_ORIGIN = "https://fluxcybers.polsia.app"
 
@@ -24,7 +25,10 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="ef", description="Namespace for every Redis key")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    cors_origins: list[str] = Field(default_factory=lambda: [DEFAULT_CORS_ORIGIN])
+    # NoDecode: comma-separated env values reach the validator instead of failing JSON decoding
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_CORS_ORIGIN]
+    )
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -36,7 +40,7 @@ class Settings(BaseSettings):
     secret_key_path: Path | None = Field(
         default=None, description="Fernet key file for secrets at rest; default data_dir/secret.key"
     )
-    outbound_allowlist: list[str] = Field(
+    outbound_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts/CIDRs outbound requests may reach despite SSRF rules",
     )
@@ -60,7 +64,7 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             stripped = value.strip()
             if stripped.startswith("["):
-                return value  # JSON list, pydantic parses it
+                return json.loads(stripped)  # a JSON list
             return [part.strip() for part in stripped.split(",") if part.strip()]
         return value
 
