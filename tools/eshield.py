@@ -17,12 +17,12 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import jobs, ledger
 from models.db import session_scope, utcnow
-from models.errors import BadRequest, Conflict, NotFound
+from models.errors import BadRequest, Conflict, NotFound, UpstreamError
 from models.settings import get_settings
 from models.sites import Site
 from models.traffic import Quarantine, ThreatIndicator
@@ -149,6 +149,76 @@ async def import_threat_feed(
         "threat_feed_imported", actor=actor, target=source, result=result, request_id=request_id
     )
     return result
+
+
+FEED_IMPORT_JOB = "eshield.feed_import"
+MAX_FEED_BYTES = 20_000_000
+
+
+async def fetch_feed(url: str) -> str:
+    """Download a feed through the SSRF guard (public addresses only, unless allow-listed)."""
+    from tools.ssrf import check_url, guarded_request
+
+    check_url(url)
+    response = await guarded_request(
+        "GET", url, timeout=60.0, max_bytes=MAX_FEED_BYTES, max_redirects=3
+    )
+    if response.status_code != 200:
+        raise UpstreamError(f"feed URL answered HTTP {response.status_code}", code="FETCH_FAILED")
+    try:
+        return response.content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("the feed is not UTF-8 text", code="FEED_MALFORMED") from None
+
+
+async def enqueue_feed_import(
+    *,
+    url: str,
+    source: str | None,
+    format: str,
+    confidence: int,
+    actor: str,
+    request_id: str | None = None,
+) -> int:
+    """Queue a URL import (downloads never block a request); returns the job id."""
+    from tools.ssrf import check_url
+
+    check_url(url)  # refuse bad URLs now, with a 400, rather than in the job
+    args = {
+        "url": url,
+        "source": source or url,
+        "format": format,
+        "confidence": confidence,
+        "actor": actor,
+        "request_id": request_id,
+    }
+    return await jobs.enqueue(FEED_IMPORT_JOB, args)
+
+
+@jobs.job_handler(FEED_IMPORT_JOB)
+async def _feed_import_job(
+    ctx: jobs.JobContext,
+    *,
+    url: str,
+    source: str,
+    format: str,
+    confidence: int,
+    actor: str,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    await ctx.progress(0.1, "downloading")
+    content = await fetch_feed(url)
+    await ctx.progress(0.5, "importing")
+    async with session_scope() as session:
+        return await import_threat_feed(
+            session,
+            content=content,
+            source=source,
+            format=format,
+            confidence=confidence,
+            actor=actor,
+            request_id=request_id,
+        )
 
 
 # -- quarantine ---------------------------------------------------------------------------------
@@ -319,18 +389,28 @@ async def release_quarantine(
         wanted = _display(target, kind, addresses)
         query = query.where(Quarantine.target == wanted)
     row = (await session.execute(query)).scalar()
-    if row is None:
+    closed = None
+    if row is not None:
+        closed = await _close(session, row, status="released", actor=actor, request_id=request_id)
+    if closed is None:
         raise NotFound(f"No active quarantine for {quarantine_id or target}")
-    return await _close(session, row, status="released", actor=actor, request_id=request_id)
+    return closed
 
 
 async def _close(
     session: AsyncSession, row: Quarantine, *, status: str, actor: str, request_id: str | None
-) -> dict[str, Any]:
-    row.status = status
-    row.released_at = utcnow()
-    row.released_by = actor
+) -> dict[str, Any] | None:
+    """Close an active quarantine once: a racing releaser (another replica) gets None."""
+    now = utcnow()
+    claimed = await session.execute(
+        update(Quarantine)
+        .where(Quarantine.id == row.id, Quarantine.status == "active")
+        .values(status=status, released_at=now, released_by=actor)
+    )
     await session.commit()
+    if getattr(claimed, "rowcount", 1) != 1:
+        return None
+    await session.refresh(row)
     await publish_rules_changed()  # proxies first; the ledger entry follows
     await ledger.record(
         "quarantine_released",
@@ -378,9 +458,13 @@ async def expire_quarantines(session: AsyncSession, *, now: dt.datetime | None =
             )
         ).scalars()
     )
+    closed = 0
     for row in rows:
-        await _close(session, row, status="expired", actor="system:scheduler", request_id=None)
-    return len(rows)
+        done = await _close(
+            session, row, status="expired", actor="system:scheduler", request_id=None
+        )
+        closed += done is not None
+    return closed
 
 
 @jobs.job_handler(EXPIRE_JOB)

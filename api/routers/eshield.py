@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
@@ -36,19 +36,31 @@ class ThreatList(Ok):
 
 
 class FeedImport(BaseModel):
+    """Give the feed itself (``content``, imported now) or a ``url`` (downloaded by a job)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    content: str = Field(min_length=1, max_length=MAX_FEED_CHARS, description="The feed file")
-    source: str = Field(min_length=1, max_length=200, description="Where it came from")
+    content: str | None = Field(
+        default=None, min_length=1, max_length=MAX_FEED_CHARS, description="The feed file"
+    )
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    source: str | None = Field(default=None, min_length=1, max_length=200)
     format: Literal["auto", "plain", "csv", "json", "stix"] = "auto"
     confidence: int = Field(default=50, ge=0, le=100)
 
+    @model_validator(mode="after")
+    def _one_input(self) -> FeedImport:
+        if (self.content is None) == (self.url is None):
+            raise ValueError("give exactly one of content or url")
+        return self
+
 
 class FeedImported(Ok):
-    format: str
-    source: str
-    created: int
-    updated: int
+    format: str | None = None
+    source: str | None = None
+    created: int | None = None
+    updated: int | None = None
+    job_id: int | None = Field(default=None, description="URL imports: the queued job")
 
 
 class QuarantineCreate(BaseModel):
@@ -98,11 +110,37 @@ async def list_threats(
 
 @router.post("/eshield/threats/import", response_model=FeedImported)
 async def import_threats(
-    body: FeedImport, session: SessionDep, key: CurrentKey, request_id: RequestId
+    body: FeedImport,
+    session: SessionDep,
+    key: CurrentKey,
+    request_id: RequestId,
+    response: Response,
 ) -> FeedImported:
-    """Import a feed (plain, CSV, JSON, STIX 2.1); a malformed feed imports nothing."""
+    """Import a feed (plain, CSV, JSON, STIX 2.1); a malformed feed imports nothing.
+
+    With ``content`` the import happens now (200); with ``url`` a job downloads it through
+    the SSRF guard and imports it (202 with ``job_id``).
+    """
+    if body.url is not None:
+        job_id = await eshield.enqueue_feed_import(
+            url=body.url,
+            source=body.source,
+            format=body.format,
+            confidence=body.confidence,
+            actor=key.actor,
+            request_id=request_id,
+        )
+        response.status_code = 202
+        return FeedImported(job_id=job_id, source=body.source or body.url)
+    assert body.content is not None
     result = await eshield.import_threat_feed(
-        session, **body.model_dump(), actor=key.actor, request_id=request_id
+        session,
+        content=body.content,
+        source=body.source or "upload",
+        format=body.format,
+        confidence=body.confidence,
+        actor=key.actor,
+        request_id=request_id,
     )
     return FeedImported(**result)
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 import stix2
 
+from models.settings import Settings, configure
 from tests.conftest import auth
 
 PLAIN = """# FireHOL-style list
@@ -81,9 +87,11 @@ async def writer(make_key: Any) -> dict[str, str]:
 
 
 async def imported(
-    client: httpx.AsyncClient, headers: dict[str, str], content: str, **extra: Any
+    client: httpx.AsyncClient, headers: dict[str, str], content: str | None = None, **extra: Any
 ) -> httpx.Response:
-    body = {"content": content, "source": extra.pop("source", "test"), **extra}
+    body = {"source": extra.pop("source", "test"), **extra}
+    if content is not None:
+        body["content"] = content
     return await client.post("/api/eshield/threats/import", json=body, headers=headers)
 
 
@@ -167,3 +175,84 @@ async def test_malformed_feed_imports_nothing(
 async def test_import_needs_write_scope(client: httpx.AsyncClient, make_key: Any) -> None:
     reader = auth(await make_key("read"))
     assert (await imported(client, reader, PLAIN)).status_code == 403
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Loopback is allow-listed for outbound fetches here, so a local server can serve feeds."""
+    s = Settings(
+        data_dir=tmp_path_factory.mktemp("data"),
+        database_url=database_url,
+        log_format="text",
+        outbound_allowlist=["127.0.0.1"],
+    )
+    configure(s)
+    return s
+
+
+@pytest.fixture(scope="module")
+def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("feeds")
+    (root / "drop.json").write_text(SPAMHAUS_DROP_JSON.replace("192.0.2.0/24", "192.0.2.128/25"))
+    (root / "broken.txt").write_text("198.51.100.77\n<html>oops</html>\n")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def finished_job(database: Any, job_id: int) -> Any:
+    from models.jobs import FINAL_STATES, get_job
+
+    for _ in range(400):
+        async with database.session() as session:
+            job = await get_job(session, job_id)
+        if job is not None and job.status in FINAL_STATES:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError("feed import job did not finish")
+
+
+async def test_import_from_url_runs_as_a_job(
+    client: httpx.AsyncClient, writer: dict[str, str], feed_server: str, database: Any
+) -> None:
+    response = await client.post(
+        "/api/eshield/threats/import",
+        json={"url": f"{feed_server}/drop.json", "source": "spamhaus-drop"},
+        headers=writer,
+    )
+    assert response.status_code == 202, response.text
+    job = await finished_job(database, response.json()["job_id"])
+    assert job.status == "succeeded", job.error
+    assert job.result["format"] == "json" and job.result["created"] + job.result["updated"] == 2
+    cidrs = await client.get("/api/eshield/threats?type=cidr&limit=500", headers=writer)
+    assert "192.0.2.128/25" in [t["value"] for t in cidrs.json()["threats"]]
+    before = await total(client, writer)
+    broken = await client.post(
+        "/api/eshield/threats/import", json={"url": f"{feed_server}/broken.txt"}, headers=writer
+    )
+    job = await finished_job(database, broken.json()["job_id"])
+    assert job.status == "failed" and await total(client, writer) == before
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.1/feed.txt", "http://169.254.169.254/latest", "file:///etc/passwd"]
+)
+async def test_import_url_refuses_private_targets(
+    client: httpx.AsyncClient, writer: dict[str, str], url: str
+) -> None:
+    response = await client.post("/api/eshield/threats/import", json={"url": url}, headers=writer)
+    assert response.status_code == 400
+    assert response.json()["code"] in ("SSRF_BLOCKED", "URL_INVALID")
+
+
+async def test_import_needs_exactly_one_input(
+    client: httpx.AsyncClient, writer: dict[str, str]
+) -> None:
+    both = await imported(client, writer, PLAIN, url="https://feeds.example/x")
+    assert both.status_code == 400
+    assert (
+        await client.post("/api/eshield/threats/import", json={}, headers=writer)
+    ).status_code == 400
