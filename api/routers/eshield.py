@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
 
 from fastapi import Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -10,11 +15,36 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
 from api.schemas import Ok
+from models.db import session_scope
 from models.errors import Forbidden
 from tools import eshield
 
 router = make_router(tags=["eshield"])
 MAX_FEED_CHARS = 5_000_000
+SWEEP_SECONDS = 30.0
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """A periodic sweep beside the per-quarantine expiry jobs (a lost job cannot keep one)."""
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                async with session_scope() as session:
+                    await eshield.expire_quarantines(session)
+            except Exception:
+                log.warning("quarantine expiry sweep failed", exc_info=True)
+
+    task = asyncio.create_task(sweep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class ThreatRead(BaseModel):

@@ -195,3 +195,28 @@ def _ok(token: str, n: int, bits: int) -> bool:
     from tools.vaultshield.challenge import leading_zero_bits
 
     return leading_zero_bits(hashlib.sha256(f"{token}:{n}".encode()).digest()) >= bits
+
+
+def test_layered_engine_overlays_changes_on_a_compiled_base() -> None:
+    from tools.vaultshield.engine import LayeredEngine
+
+    limiter = RateLimiter(Clock())
+    base = Engine(
+        [Rule(1, "ip_block", "10.0.0.0/8", priority=50), Rule(2, "user_agent_block", "zgrab")],
+        limiter=limiter,
+    )
+    overlay = Engine(
+        [
+            Rule(3, "ip_block", "10.1.0.0/16", action="challenge", priority=10),
+            Rule(9, "ip_block", "10.2.0.0/16", priority=0, source="quarantine"),
+        ],
+        allowlist=["10.3.0.0/16"],
+        limiter=limiter,
+    )
+    layered = LayeredEngine(base, overlay, removed=frozenset({2}))
+    assert layered.decide("10.1.0.1").outcome == "challenge"  # overlay rule wins on priority
+    assert layered.decide("10.1.0.1", passed_challenge=True).rule.id == 1  # type: ignore[union-attr]
+    assert layered.decide("10.2.0.1").rule.source == "quarantine"  # type: ignore[union-attr]
+    assert layered.decide("10.3.0.1").outcome == "allow"  # the overlay's allow-list
+    assert layered.decide("192.0.2.1", "zgrab/0.x").outcome == "allow"  # rule 2 was deleted
+    assert layered.rule_count == 3

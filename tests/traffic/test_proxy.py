@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from models.db import Database
 from models.ledger import AuditEntry
@@ -250,17 +251,21 @@ async def test_quarantine_enforced_then_released_at_expiry(
         return qid in [q["id"] for q in rows.json()["quarantines"]]
 
     await eventually(released, timeout=20)
-    from sqlalchemy import select
 
-    async with database.session() as session:
-        entries = (
-            await session.execute(
-                select(AuditEntry).where(AuditEntry.target == target).order_by(AuditEntry.seq)
-            )
-        ).scalars()
-        actions = [(e.action, e.params.get("reason")) for e in entries]
-    assert ("target_quarantined", "test") in actions
-    assert ("quarantine_released", "expired") in actions
+    async def audited() -> bool:
+        async with database.session() as session:
+            entries = (
+                await session.execute(
+                    select(AuditEntry).where(AuditEntry.target == target).order_by(AuditEntry.seq)
+                )
+            ).scalars()
+            actions = [(e.action, e.params.get("reason")) for e in entries]
+        return ("target_quarantined", "test") in actions and (
+            "quarantine_released",
+            "expired",
+        ) in actions
+
+    await eventually(audited, timeout=20)  # the ledger entry follows the status change
 
 
 async def test_manual_release(client: httpx.AsyncClient, admin: dict[str, str], proxy: Any) -> None:

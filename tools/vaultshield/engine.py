@@ -134,7 +134,10 @@ class RangeTable:
                 active[i] = ordered[i][2]
                 heapq.heappush(ends, (ordered[i][1], i))
                 i += 1
-            value = tuple(sorted(active.values(), key=key)) if active else _EMPTY
+            if len(active) > 1:
+                value = tuple(sorted(active.values(), key=key))
+            else:
+                value = tuple(active.values()) if active else _EMPTY
             if self.values and self.values[-1] == value:
                 continue
             self.starts.append(point)
@@ -380,9 +383,15 @@ class Engine:
         if self.allow.lookup(key):
             forced = self.forced.lookup(key)
             return Decision("block", forced[0]) if forced else Decision("allow")
+        return self.walk(self.candidates(key, client_ip, user_agent), client_ip, passed_challenge)
+
+    def walk(
+        self, candidates: list[Rule | _RateRule], client_ip: str, passed_challenge: bool
+    ) -> Decision:
+        """Apply the matched rules in order: log continues, the first block/challenge decides."""
         logged: list[Rule] = []
         tighten = 4 if self.shield_mode else 1
-        for candidate in self.candidates(key, client_ip, user_agent):
+        for candidate in candidates:
             if isinstance(candidate, _RateRule):
                 rule = candidate.rule
                 bucket = f"r{rule.id}:" + (client_ip if candidate.key == "*" else candidate.key)
@@ -416,3 +425,39 @@ class Engine:
 
 def _candidate_order(candidate: Any) -> tuple[int, int, int]:
     return candidate.rule.order if isinstance(candidate, _RateRule) else candidate.order
+
+
+class LayeredEngine:
+    """A large compiled base plus a small overlay of later changes, so a change to a big rule
+    set costs a recompile of the change, not of every rule.
+
+    The overlay engine carries the current allow-list, shield mode, quarantines and the rules
+    added since the base was built; ``removed`` hides base rules deleted since.
+    """
+
+    def __init__(self, base: Engine, overlay: Engine, removed: frozenset[int]) -> None:
+        self.base = base
+        self.overlay = overlay
+        self.removed = removed
+        self.rule_count = base.rule_count - len(removed) + overlay.rule_count
+        self.shield_mode = overlay.shield_mode
+
+    def decide(
+        self, client_ip: str, user_agent: str = "", *, passed_challenge: bool = False
+    ) -> Decision:
+        key = address_key(client_ip)
+        overlay = self.overlay
+        if overlay.allow.lookup(key):
+            forced = overlay.forced.lookup(key)
+            return Decision("block", forced[0]) if forced else Decision("allow")
+        found = self.base.candidates(key, client_ip, user_agent)
+        if self.removed and found:
+            found = [c for c in found if _candidate_rule(c).id not in self.removed]
+        extra = overlay.candidates(key, client_ip, user_agent)
+        if extra:
+            found = sorted([*found, *extra], key=_candidate_order)
+        return overlay.walk(found, client_ip, passed_challenge)
+
+
+def _candidate_rule(candidate: Any) -> Rule:
+    return candidate.rule if isinstance(candidate, _RateRule) else candidate  # type: ignore[no-any-return]

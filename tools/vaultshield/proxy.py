@@ -26,7 +26,7 @@ import httpx
 from models.db import Database, init_database, utcnow
 from models.settings import Settings
 from tools.vaultshield.challenge import COOKIE_NAME, VERIFY_PATH, Challenger, shield_secret
-from tools.vaultshield.engine import Decision, Engine
+from tools.vaultshield.engine import Decision, Engine, LayeredEngine, Rule
 from tools.vaultshield.geo import load_country_lookup
 from tools.vaultshield.ratelimit import RateLimiter
 from tools.vaultshield.service import channel, rules_version
@@ -56,6 +56,7 @@ HOP_BY_HOP = frozenset(
 FOLLOWUP_RELOAD_SECONDS = 0.6
 STATS_FLUSH_SECONDS = 2.0
 MAX_VERIFY_BODY = 8192
+MAX_OVERLAY_CHANGES = 2000
 
 
 class ShieldProxy:
@@ -75,7 +76,9 @@ class ShieldProxy:
         self.database = database
         self.limiter = RateLimiter()
         self.country_of = load_country_lookup(settings.vaultshield_geoip_path)
-        self.engine: Engine | None = None
+        self.engine: LayeredEngine | None = None
+        self._base: Engine | None = None
+        self._base_rules: dict[int, Rule] = {}
         self.snapshot: Snapshot | None = None
         self.version = -1
         self.stats = StatsRecorder(site_id=site_id, proxy_id=self.proxy_id)
@@ -133,21 +136,38 @@ class ShieldProxy:
     # -- rule reloads ------------------------------------------------------------------------
 
     async def reload(self) -> None:
-        """Load the site's snapshot and swap in a freshly compiled engine."""
+        """Load the site's snapshot and swap in a freshly compiled engine.
+
+        The bulk of the rules sits in a base engine compiled once; later changes go into a
+        small overlay (recompiled on every change, cheap), until they grow past
+        ``MAX_OVERLAY_CHANGES`` and the base is rebuilt.
+        """
         assert self.database is not None
         async with self._reload_lock:
             async with self.database.session() as session:
                 version = await rules_version(session)
-                snapshot = await load_snapshot(session, self.site_id)
-            engine = await asyncio.to_thread(
-                Engine,
-                snapshot.rules,
+                known = self._base_rules if self._base is not None else None
+                snapshot = await load_snapshot(session, self.site_id, known=known)
+            rules = [r for r in snapshot.rules if r.source == "rule"]
+            quarantines = [r for r in snapshot.rules if r.source != "rule"]
+            ids = {r.id for r in rules}
+            added = [r for r in rules if r.id not in self._base_rules]
+            removed = frozenset(self._base_rules.keys() - ids)
+            if self._base is None or len(added) + len(removed) > MAX_OVERLAY_CHANGES:
+                self._base = await asyncio.to_thread(
+                    Engine, rules, country_of=self.country_of, limiter=self.limiter
+                )
+                self._base_rules = {r.id: r for r in rules}
+                added, removed = [], frozenset()
+            overlay = Engine(
+                [*added, *quarantines],
                 allowlist=snapshot.allowlist,
                 shield_mode=snapshot.shield_mode,
                 shield_rate_per_minute=self.settings.vaultshield_shield_rate_per_minute,
                 country_of=self.country_of,
                 limiter=self.limiter,
             )
+            engine = LayeredEngine(self._base, overlay, removed)
             self.engine, self.snapshot, self.version = engine, snapshot, version
             gc.freeze()  # the long-lived rule tables leave the collector's scans (short pauses)
             log.info(

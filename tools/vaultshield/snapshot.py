@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select
@@ -25,20 +26,37 @@ class Snapshot:
     next_expiry: dt.datetime | None  # when the earliest active quarantine lapses
 
 
-async def load_snapshot(session: AsyncSession, site_id: int) -> Snapshot:
-    """The site's rules, the global ones, and each active quarantine as a top-priority block."""
+async def load_snapshot(
+    session: AsyncSession, site_id: int, *, known: Mapping[int, Rule] | None = None
+) -> Snapshot:
+    """The site's rules, the global ones, and each active quarantine as a top-priority block.
+
+    Rules never change once stored (only added or deleted), so with ``known`` (rules already
+    loaded, by id) only the ids are read and just the new rules are fetched.
+    """
     site = await session.get(Site, site_id, populate_existing=True)
     if site is None:
         raise NotFound(f"Site {site_id} not found")
-    rows = await session.execute(
-        select(VaultShieldRule).where(
-            or_(VaultShieldRule.site_id.is_(None), VaultShieldRule.site_id == site_id)
-        )
+    scope = or_(VaultShieldRule.site_id.is_(None), VaultShieldRule.site_id == site_id)
+    columns = (
+        VaultShieldRule.id,
+        VaultShieldRule.type,
+        VaultShieldRule.value,
+        VaultShieldRule.action,
+        VaultShieldRule.priority,
     )
-    rules = [
-        Rule(id=r.id, type=r.type, value=r.value, action=r.action, priority=r.priority)
-        for r in rows.scalars()
-    ]
+    rules: list[Rule]
+    if known is None:
+        # plain tuples, not ORM objects: 100k rules load in a fraction of the time
+        rules = [Rule(*row) for row in (await session.execute(select(*columns).where(scope))).all()]
+    else:
+        ids = list((await session.execute(select(VaultShieldRule.id).where(scope))).scalars())
+        missing = [i for i in ids if i not in known]
+        rules = [known[i] for i in ids if i in known]
+        for start in range(0, len(missing), 1000):
+            chunk = missing[start : start + 1000]
+            rows = await session.execute(select(*columns).where(VaultShieldRule.id.in_(chunk)))
+            rules.extend(Rule(*row) for row in rows.all())
     now = utcnow()
     quarantines = (
         await session.execute(select(Quarantine).where(Quarantine.status == "active"))
