@@ -44,6 +44,19 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Hosts/CIDRs outbound requests may reach despite SSRF rules",
     )
+    # VaultShield (traffic plane, docs/traffic.md)
+    vaultshield_pow_difficulty: int = Field(
+        default=16, ge=1, le=32, description="Leading zero bits a challenge answer needs"
+    )
+    vaultshield_geoip_path: Path | None = Field(
+        default=None, description="IP-to-country data for geo_block: an .mmdb or a CSV of ranges"
+    )
+    vaultshield_shield_rate_per_minute: int = Field(
+        default=60, ge=1, description="Per-client limit while a site is in shield mode"
+    )
+    vaultshield_poll_seconds: float = Field(
+        default=0.25, gt=0, le=60, description="How often proxies poll the rule version"
+    )
 
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
