@@ -352,7 +352,7 @@ async def quarantine_target(
     await session.commit()
     await publish_rules_changed()  # proxies first; the ledger entry follows
     await ledger.record(
-        "target_quarantined",
+        "quarantine",
         actor=actor,
         target=normalised,
         params={"reason": reason, "duration_hours": duration_hours, "force": force},

@@ -260,7 +260,7 @@ async def test_quarantine_enforced_then_released_at_expiry(
                 )
             ).scalars()
             actions = [(e.action, e.params.get("reason")) for e in entries]
-        return ("target_quarantined", "test") in actions and (
+        return ("quarantine", "test") in actions and (
             "quarantine_released",
             "expired",
         ) in actions

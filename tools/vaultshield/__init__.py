@@ -11,6 +11,7 @@ from tools.vaultshield.service import (
     list_vaultshield_rules,
     publish_rules_changed,
 )
+from tools.vaultshield.stats import site_traffic_stats
 
 __all__ = [
     "add_vaultshield_rule",
@@ -18,4 +19,5 @@ __all__ = [
     "get_vaultshield_status",
     "list_vaultshield_rules",
     "publish_rules_changed",
+    "site_traffic_stats",
 ]

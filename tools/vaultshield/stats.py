@@ -128,3 +128,24 @@ async def traffic_summary(session: AsyncSession, *, now: dt.datetime) -> dict[st
     empty = {"last_hour": _empty(), "last_day": _empty()}
     total = rendered.pop(None, empty)
     return {"sites": rendered, "total": total, "empty": empty}
+
+
+async def site_traffic_stats(
+    session: AsyncSession, *, site_id: int, since: dt.datetime
+) -> dict[str, int]:
+    """One site's requests, blocks and eShield (quarantine) hits since ``since`` (for Sentry V)."""
+    rows = (
+        await session.execute(
+            select(TrafficMinute).where(
+                TrafficMinute.site_id == site_id, TrafficMinute.minute >= since
+            )
+        )
+    ).scalars()
+    totals = {"requests": 0, "blocked": 0, "eshield_hits": 0}
+    for row in rows:
+        totals["requests"] += row.requests
+        totals["blocked"] += row.blocked
+        totals["eshield_hits"] += sum(
+            int(v) for k, v in (row.rule_hits or {}).items() if str(k).startswith("q")
+        )
+    return totals
