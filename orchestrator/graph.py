@@ -82,7 +82,9 @@ class Recorder(Protocol):
 
     async def call_started(
         self, key: str, *, task_id: int, agent: str, tool: str, call_id: str, args: dict[str, Any]
-    ) -> None: ...
+    ) -> bool:
+        """Claim the call (True) or learn that another attempt already holds it (False)."""
+        ...
 
     async def call_finished(
         self,
@@ -260,9 +262,15 @@ async def _run_call(
                 if denial is not None:
                     await _finish(ctx, key, task_id, agent, name, args, "denied", denial)
                     return denial
-    await ctx.recorder.call_started(
+    claimed = await ctx.recorder.call_started(
         key, task_id=task_id, agent=agent, tool=name, call_id=call_id, args=args
     )
+    if not claimed and spec.is_state_changing(args):
+        # Another attempt claimed this call first: never run a side effect twice.
+        record = await ctx.recorder.get_call(key)
+        if record is not None and record.status != "started":
+            return record.result or {"status": record.status}
+        return {"error": "this call is held by another attempt; not repeated", "code": "UNKNOWN"}
     try:
         result = await ctx.backend.call(spec, args, actor=ctx.actor, request_id=ctx.request_id)
         status = "completed"

@@ -33,8 +33,11 @@ class MemoryRecorder:
 
     async def call_started(
         self, key: str, *, task_id: int, agent: str, tool: str, call_id: str, args: dict[str, Any]
-    ) -> None:
+    ) -> bool:
+        if key in self.calls:
+            return False
         self.calls[key] = CallRecord("started")
+        return True
 
     async def call_finished(
         self,

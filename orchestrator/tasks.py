@@ -368,7 +368,7 @@ class TaskRecorder:
 
     async def call_started(
         self, key: str, *, task_id: int, agent: str, tool: str, call_id: str, args: dict[str, Any]
-    ) -> None:
+    ) -> bool:
         try:
             async with session_scope() as session:
                 session.add(
@@ -384,7 +384,8 @@ class TaskRecorder:
                     )
                 )
         except IntegrityError:
-            pass  # a previous attempt left the row
+            return False  # another attempt holds (or held) this call
+        return True
 
     async def call_finished(
         self,
@@ -503,8 +504,8 @@ async def run_task_job(ctx: jobs.JobContext, task_id: int) -> dict[str, Any]:
         return {"status": "missing"}
     if task.status in FINAL_TASK_STATES:
         return {"status": task.status}
-    await _set_task(task_id, status="running", started_at=task.started_at or utcnow(),
-                    job_id=ctx.job_id)
+    if not await _claim(task_id, ctx.job_id, task.started_at):
+        return {"status": "skipped", "reason": "another job is running this task"}
     settings = get_settings()
     backend = _backend()
     try:
@@ -555,6 +556,25 @@ async def run_task_job(ctx: jobs.JobContext, task_id: int) -> dict[str, Any]:
     await _step(task_id, "final", final, agent=snapshot.values.get("agent"))
     await _finish_task(task_id, status, final=final)
     return {"status": status}
+
+
+async def _claim(task_id: int, job_id: int, started_at: dt.datetime | None) -> bool:
+    """Atomically make this job the task's runner: one runner per task, even on redelivery.
+
+    A task is claimable when queued or awaiting approval, or when it is running under this very
+    job (a redelivery after a worker died). A second job for a task already running is skipped.
+    """
+    async with session_scope() as session:
+        claimed = await session.execute(
+            update(AgentTask)
+            .where(
+                AgentTask.id == task_id,
+                (AgentTask.status.in_(("queued", "awaiting_approval")))
+                | ((AgentTask.status == "running") & (AgentTask.job_id == job_id)),
+            )
+            .values(status="running", job_id=job_id, started_at=started_at or utcnow())
+        )
+        return bool(claimed.rowcount)  # type: ignore[attr-defined]
 
 
 async def _outcome(task_id: int) -> str:
