@@ -108,7 +108,9 @@ class LocalChatModel(BaseChatModel):
             args = {"agent": planned.agent, "reason": planned.reason}
             return AIMessage(
                 content="",
-                tool_calls=[{"name": "route_task", "args": args, "id": "route", "type": "tool_call"}],
+                tool_calls=[
+                    {"name": "route_task", "args": args, "id": "route", "type": "tool_call"}
+                ],
             )
         made = [tc for m in messages if isinstance(m, AIMessage) for tc in m.tool_calls]
         done = [(tc["name"], tc["args"]) for tc in made]
@@ -127,7 +129,9 @@ class LocalChatModel(BaseChatModel):
             )
         return AIMessage(content=self._answer(messages, planned, allowed))
 
-    def _answer(self, messages: Sequence[BaseMessage], planned: nlu.Plan, allowed: list[str]) -> str:
+    def _answer(
+        self, messages: Sequence[BaseMessage], planned: nlu.Plan, allowed: list[str]
+    ) -> str:
         lines = []
         results = [m for m in messages if isinstance(m, ToolMessage)]
         for message in results:
@@ -232,7 +236,9 @@ class OpenAIChatModel(BaseChatModel):
         import openai
 
         client = openai.OpenAI(
-            base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            timeout=self.timeout,
             max_retries=self.max_retries,
         )
         try:
@@ -251,7 +257,9 @@ class OpenAIChatModel(BaseChatModel):
         import openai
 
         client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=self.api_key, timeout=self.timeout,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            timeout=self.timeout,
             max_retries=self.max_retries,
         )
         try:

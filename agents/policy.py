@@ -8,6 +8,7 @@ state-changing. The executor's command policy (``check_command_policy``) applies
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 from typing import Any
@@ -74,13 +75,17 @@ def fallback_is_read_only(command: str) -> bool:
     return len(words) > 1 and words[1] in sub
 
 
+def _executor() -> Any:
+    """tools.executor when it is installed in this build, else None."""
+    try:
+        return importlib.import_module("tools.executor")
+    except ImportError:
+        return None
+
+
 def is_read_only_command(command: str) -> bool:
     """The executor's read-only allow-list, or the conservative fallback without it."""
-    try:
-        from tools import executor
-    except ImportError:
-        return fallback_is_read_only(command)
-    fn = getattr(executor, "is_read_only_command", None)
+    fn = getattr(_executor(), "is_read_only_command", None)
     if fn is None:
         return fallback_is_read_only(command)
     return bool(fn(command))
@@ -88,11 +93,7 @@ def is_read_only_command(command: str) -> bool:
 
 def check_command_policy(command: str) -> None:
     """Raise PolicyDenied for commands the executor refuses (agents obey the same policy)."""
-    try:
-        from tools import executor
-    except ImportError:
-        executor = None  # type: ignore[assignment]
-    fn = getattr(executor, "check_command_policy", None) if executor is not None else None
+    fn = getattr(_executor(), "check_command_policy", None)
     if fn is not None:
         fn(command)
         return

@@ -52,9 +52,7 @@ class ToolSpec:
         """Whether this particular call changes state (and so passes the approval gate)."""
         if not self.changes_state:
             return False
-        if self.read_only_when is not None and self.read_only_when(args):
-            return False
-        return True
+        return not (self.read_only_when is not None and self.read_only_when(args))
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         """Arguments checked against the schema (BadRequest naming the fields if not)."""

@@ -164,7 +164,9 @@ def score(case: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
                     violations.append(f"forbidden command word {word!r}: {c['args']['command']}")
     for c in out["executed"]:
         if c["name"] in TOOLS and TOOLS[c["name"]].is_state_changing(c["args"]):
-            violations.append(f"state change without approval: {c['name']}({json.dumps(c['args'])})")
+            violations.append(
+                f"state change without approval: {c['name']}({json.dumps(c['args'])})"
+            )
     if out["error"]:
         problems.append(out["error"])
         tools_ok = False
@@ -187,7 +189,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def main_async(dataset: Path, backend: str) -> dict[str, Any]:
-    cases = [json.loads(line) for line in dataset.read_text().splitlines() if line.strip()]
+    text = await asyncio.to_thread(dataset.read_text)
+    cases = [json.loads(line) for line in text.splitlines() if line.strip()]
     results = []
     for case in cases:
         out = await run_case(case, backend)
@@ -205,11 +208,15 @@ async def main_async(dataset: Path, backend: str) -> dict[str, Any]:
     print(f"tool accuracy:     {tools:.3f}")
     print(f"argument accuracy: {arguments:.3f}")
     print(f"violations:        {violations}")
-    print(f"latency per task:  p50 {percentile(latencies, 0.5):.1f} ms, "
-          f"p95 {percentile(latencies, 0.95):.1f} ms")
+    print(
+        f"latency per task:  p50 {percentile(latencies, 0.5):.1f} ms, "
+        f"p95 {percentile(latencies, 0.95):.1f} ms"
+    )
     if decisions:
-        print(f"model decision:    p50 {percentile(decisions, 0.5):.2f} ms, "
-              f"p95 {percentile(decisions, 0.95):.2f} ms, max {max(decisions):.2f} ms")
+        print(
+            f"model decision:    p50 {percentile(decisions, 0.5):.2f} ms, "
+            f"p95 {percentile(decisions, 0.95):.2f} ms, max {max(decisions):.2f} ms"
+        )
     failures = [(c, s) for c, _o, s in results if s["problems"]]
     print(f"failures: {len(failures)}")
     for case, s in failures:

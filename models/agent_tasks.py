@@ -61,7 +61,9 @@ class AgentStep(Base):
     __table_args__ = (UniqueConstraint("idempotency_key", name="uq_agent_step_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("agent_tasks.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("agent_tasks.id", ondelete="CASCADE"), index=True
+    )
     # route | message | tool_call | approval | final | error
     kind: Mapped[str] = mapped_column(String(16))
     agent: Mapped[str | None] = mapped_column(String(16), default=None)
@@ -83,7 +85,9 @@ class AgentApproval(Base):
     __table_args__ = (UniqueConstraint("task_id", "call_id", name="uq_agent_approval_call"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    task_id: Mapped[int] = mapped_column(ForeignKey("agent_tasks.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("agent_tasks.id", ondelete="CASCADE"), index=True
+    )
     call_id: Mapped[str] = mapped_column(String(100))
     agent: Mapped[str] = mapped_column(String(16))
     tool: Mapped[str] = mapped_column(String(64))

@@ -179,7 +179,8 @@ async def tools(state: AgentState, runtime: Runtime[AgentContext]) -> Command[Ag
     last = state["messages"][-1]
     assert isinstance(last, AIMessage)
     out = []
-    for call in last.tool_calls:
+    for tool_call in last.tool_calls:
+        call = dict(tool_call)
         payload = await _run_call(ctx, state, agent, call)
         out.append(_tool_message(call, payload))
     return Command(
@@ -200,13 +201,17 @@ async def _run_call(
         return record.result or {"status": record.status}  # replay, never re-run
     if spec is None or agent not in spec.agents:
         result = {"error": f"tool {name!r} is not allowed for the {agent} agent", "denied": True}
-        await _finish(ctx, key, task_id, agent, name, dict(call.get("args") or {}), "denied", result)
+        await _finish(
+            ctx, key, task_id, agent, name, dict(call.get("args") or {}), "denied", result
+        )
         return result
     try:
         args = spec.validate(dict(call.get("args") or {}))
     except ExecFlowError as exc:
         result = {"error": exc.message, "code": exc.code, "denied": True}
-        await _finish(ctx, key, task_id, agent, name, dict(call.get("args") or {}), "denied", result)
+        await _finish(
+            ctx, key, task_id, agent, name, dict(call.get("args") or {}), "denied", result
+        )
         return result
     if record is not None and record.status == "started" and spec.is_state_changing(args):
         # A worker stopped during this call: its outcome is unknown; never run it twice.

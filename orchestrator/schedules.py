@@ -71,17 +71,21 @@ async def create_schedule(
         raise BadRequest("cron must be a valid 5-field cron expression", fields=["cron"])
     if trigger is not None:
         if trigger.get("event") not in EVENTS:
-            raise BadRequest(f"trigger.event must be one of {', '.join(EVENTS)}",
-                             fields=["trigger.event"])
+            raise BadRequest(
+                f"trigger.event must be one of {', '.join(EVENTS)}", fields=["trigger.event"]
+            )
         severity = trigger.get("severity")
         if severity is not None and severity not in SEVERITIES:
-            raise BadRequest("trigger.severity must be critical, high, medium or low",
-                             fields=["trigger.severity"])
+            raise BadRequest(
+                "trigger.severity must be critical, high, medium or low",
+                fields=["trigger.severity"],
+            )
     if not task and not playbook:
         raise BadRequest("give a task text or a playbook", fields=["task", "playbook"])
     if agent_type is not None and agent_type not in AGENT_TYPES:
-        raise BadRequest("agent_type must be security, remediation or analysis",
-                         fields=["agent_type"])
+        raise BadRequest(
+            "agent_type must be security, remediation or analysis", fields=["agent_type"]
+        )
     if server_id is not None and await get_server(session, server_id) is None:
         raise NotFound(f"Server {server_id} not found")
     policy = task_service.validate_autonomy(autonomy)

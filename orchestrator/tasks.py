@@ -120,8 +120,12 @@ async def create_task(
         actor=actor,
         server_id=server_id,
         target=f"agent_task:{row.id}",
-        params={"task_id": row.id, "agent_type": agent_type, "priority": priority,
-                "autonomy": policy},
+        params={
+            "task_id": row.id,
+            "agent_type": agent_type,
+            "priority": priority,
+            "autonomy": policy,
+        },
         request_id=request_id,
     )
     await _enqueue(row.id, priority, key=f"agent-task:{row.id}")
@@ -129,8 +133,9 @@ async def create_task(
 
 
 async def _enqueue(task_id: int, priority: str, *, key: str) -> int:
-    job_id = await jobs.enqueue(JOB_NAME, {"task_id": task_id}, priority=priority,
-                                idempotency_key=key)
+    job_id = await jobs.enqueue(
+        JOB_NAME, {"task_id": task_id}, priority=priority, idempotency_key=key
+    )
     async with session_scope() as session:
         await session.execute(
             update(AgentTask).where(AgentTask.id == task_id).values(job_id=job_id)
@@ -191,8 +196,10 @@ async def cancel_task(task_id: int, *, actor: str, request_id: str | None = None
         if row.status in FINAL_TASK_STATES:
             raise Conflict(f"Task {task_id} is already {row.status}", code="TASK_FINISHED")
         job = await jobs.request_cancel(session, row.job_id) if row.job_id else None
-        if row.status in {"queued", "awaiting_approval"} or job is None or job.status in (
-            jobs.FINAL_STATES
+        if (
+            row.status in {"queued", "awaiting_approval"}
+            or job is None
+            or job.status in (jobs.FINAL_STATES)
         ):
             row.status, row.finished_at = "cancelled", utcnow()
         await session.execute(
@@ -242,8 +249,9 @@ async def decide_approval(
         if row is None:
             raise NotFound(f"Approval {approval_id} not found")
         if row.status != "pending":
-            raise Conflict(f"Approval {approval_id} is already {row.status}",
-                           code="APPROVAL_DECIDED")
+            raise Conflict(
+                f"Approval {approval_id} is already {row.status}", code="APPROVAL_DECIDED"
+            )
         if row.expires_at <= utcnow():
             row.status, row.decided_by, row.decided_at = "expired", "system:expiry", utcnow()
             expired = True
@@ -418,8 +426,14 @@ class TaskRecorder:
             actor=f"agent:{agent}",
             server_id=args.get("server_id") if isinstance(args.get("server_id"), int) else None,
             target=f"agent_task:{task_id}",
-            params={"task_id": task_id, "agent": agent, "tool": tool, "args": args,
-                    "status": status, "on_behalf_of": self.actor},
+            params={
+                "task_id": task_id,
+                "agent": agent,
+                "tool": tool,
+                "args": args,
+                "status": status,
+                "on_behalf_of": self.actor,
+            },
             result={"sha256": digest},
         )
 
@@ -447,8 +461,15 @@ class TaskRecorder:
                 async with session_scope() as session:
                     session.add(row)
                     session.add(
-                        AgentStep(task_id=task_id, kind="approval", agent=agent, tool=tool,
-                                  call_id=call_id, status="pending", args=args)
+                        AgentStep(
+                            task_id=task_id,
+                            kind="approval",
+                            agent=agent,
+                            tool=tool,
+                            call_id=call_id,
+                            status="pending",
+                            args=args,
+                        )
                     )
             except IntegrityError:
                 return await self.request_approval(
@@ -459,8 +480,13 @@ class TaskRecorder:
                 actor=f"agent:{agent}",
                 server_id=args.get("server_id") if isinstance(args.get("server_id"), int) else None,
                 target=f"agent_task:{task_id}",
-                params={"approval_id": row.id, "task_id": task_id, "tool": tool, "args": args,
-                        "expires_at": row.expires_at.isoformat()},
+                params={
+                    "approval_id": row.id,
+                    "task_id": task_id,
+                    "tool": tool,
+                    "args": args,
+                    "expires_at": row.expires_at.isoformat(),
+                },
             )
         return _approval_record(row)
 
@@ -531,8 +557,12 @@ async def run_task_job(ctx: jobs.JobContext, task_id: int) -> dict[str, Any]:
             elif snapshot.values:
                 inp = None
             else:
-                inp = initial_state(task_id=task_id, task=task.task, server_id=task.server_id,
-                                    requested_agent=task.requested_agent)
+                inp = initial_state(
+                    task_id=task_id,
+                    task=task.task,
+                    server_id=task.server_id,
+                    requested_agent=task.requested_agent,
+                )
             if inp is not None or snapshot.next:
                 await compiled.ainvoke(inp, config, context=context)
             snapshot = await compiled.aget_state(config)
@@ -586,8 +616,9 @@ async def _outcome(task_id: int) -> str:
     return "succeeded"
 
 
-async def _finish_task(task_id: int, status: str, *, final: str | None = None,
-                       error: str | None = None) -> None:
+async def _finish_task(
+    task_id: int, status: str, *, final: str | None = None, error: str | None = None
+) -> None:
     async with session_scope() as session:
         task = await session.get(AgentTask, task_id)
         if task is None or task.status in FINAL_TASK_STATES:
@@ -597,15 +628,18 @@ async def _finish_task(task_id: int, status: str, *, final: str | None = None,
             task.final_answer = final
         if error is not None:
             task.error = error
-    action = {"succeeded": "agent_task_completed", "rejected": "agent_task_completed",
-              "failed": "agent_task_failed", "cancelled": "agent_task_cancelled"}[status]
+    action = {
+        "succeeded": "agent_task_completed",
+        "rejected": "agent_task_completed",
+        "failed": "agent_task_failed",
+        "cancelled": "agent_task_cancelled",
+    }[status]
     await ledger.record(
         action,
         actor=f"agent-task:{task_id}",
         server_id=task.server_id,
         target=f"agent_task:{task_id}",
-        params={"task_id": task_id, "status": status, "agent": task.agent_type,
-                "error": error},
+        params={"task_id": task_id, "status": status, "agent": task.agent_type, "error": error},
     )
 
 
@@ -631,12 +665,19 @@ async def agent_status(session: AsyncSession) -> dict[str, Any]:
     since = utcnow() - dt.timedelta(hours=1)
     finished = (
         await session.execute(
-            select(AgentTask).where(AgentTask.finished_at >= since, AgentTask.agent_type.is_not(None))
+            select(AgentTask).where(
+                AgentTask.finished_at >= since, AgentTask.agent_type.is_not(None)
+            )
         )
     ).scalars()
     per: dict[str, dict[str, Any]] = {
-        a: {"completed_last_hour": 0, "failed_last_hour": 0, "mean_latency_ms": None,
-            "last_error": None} for a in AGENTS
+        a: {
+            "completed_last_hour": 0,
+            "failed_last_hour": 0,
+            "mean_latency_ms": None,
+            "last_error": None,
+        }
+        for a in AGENTS
     }
     latencies: dict[str, list[float]] = {a: [] for a in AGENTS}
     for task in finished:
@@ -661,8 +702,11 @@ async def agent_status(session: AsyncSession) -> dict[str, Any]:
             .limit(1)
         )
         if last is not None:
-            per[agent]["last_error"] = {"task_id": last.id, "error": last.error,
-                                        "at": last.finished_at}
+            per[agent]["last_error"] = {
+                "task_id": last.id,
+                "error": last.error,
+                "at": last.finished_at,
+            }
     backend_ok, backend_name = await model_backend_answers()
     for agent in AGENTS:
         per[agent]["model_backend"] = backend_name

@@ -168,7 +168,11 @@ async def list_tasks(
 ) -> TaskList:
     """Tasks, newest first, filtered by status, agent and priority."""
     rows, total = await tasks_service.list_tasks(
-        session, status=status, agent_type=agent_type, priority=priority, limit=limit,
+        session,
+        status=status,
+        agent_type=agent_type,
+        priority=priority,
+        limit=limit,
         offset=offset,
     )
     return TaskList(tasks=[TaskSummary.model_validate(r) for r in rows], total=total)

@@ -13,8 +13,8 @@ from fastapi import FastAPI, Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
-from api.routing import make_router
 from api.routers.agents import Autonomy
+from api.routing import make_router
 from api.schemas import Ok
 from orchestrator import schedules as service
 
@@ -110,8 +110,9 @@ async def list_schedules(session: SessionDep) -> ScheduleList:
 @router.get("/schedules/{schedule_id}", response_model=ScheduleOne)
 async def get_schedule(session: SessionDep, schedule_id: int = Path(ge=1)) -> ScheduleOne:
     """One schedule."""
-    return ScheduleOne(schedule=ScheduleRead.model_validate(
-        await service.get_schedule(session, schedule_id)))
+    return ScheduleOne(
+        schedule=ScheduleRead.model_validate(await service.get_schedule(session, schedule_id))
+    )
 
 
 @router.delete("/schedules/{schedule_id}", response_model=ScheduleDeleted)

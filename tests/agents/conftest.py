@@ -23,7 +23,10 @@ def recording() -> Iterator[RecordingBackend]:
 
 
 async def wait_status(
-    client: httpx.AsyncClient, headers: dict[str, str], task_id: int, states: set[str],
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    task_id: int,
+    states: set[str],
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     """Poll a task until its status is one of ``states`` (bounded in time)."""

@@ -33,7 +33,8 @@ async def _post(client: httpx.AsyncClient, h: dict[str, str], **body: Any) -> in
 async def _ledger_actions(task_id: int) -> list[str]:
     async with session_scope() as s:
         rows = await s.execute(
-            select(AuditEntry.action).where(AuditEntry.target == f"agent_task:{task_id}")
+            select(AuditEntry.action)
+            .where(AuditEntry.target == f"agent_task:{task_id}")
             .order_by(AuditEntry.seq)
         )
         return list(rows.scalars())
@@ -77,7 +78,9 @@ async def test_read_only_task_runs_and_is_recorded(
     assert task_id in [t["id"] for t in r.json()["tasks"]]
 
 
-async def test_approve(client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend) -> None:
+async def test_approve(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
     h = await _key(make_key)
     before = len(recording.calls)
     task_id = await _post(client, h, task="quarantine 203.0.113.45 for the next 6 hours")
@@ -91,36 +94,51 @@ async def test_approve(client: httpx.AsyncClient, make_key: Any, recording: Reco
     assert approval["args"] == {"target": "203.0.113.45", "duration_hours": 6}
     assert approval["expires_at"]
     read = await _key(make_key, "read")
-    r = await client.post(f"/api/agents/approvals/{approval['id']}", json={"decision": "approve"},
-                          headers=read)
+    r = await client.post(
+        f"/api/agents/approvals/{approval['id']}", json={"decision": "approve"}, headers=read
+    )
     assert r.status_code == 403
-    r = await client.post(f"/api/agents/approvals/{approval['id']}",
-                          json={"decision": "approve", "comment": "ok"}, headers=h)
+    r = await client.post(
+        f"/api/agents/approvals/{approval['id']}",
+        json={"decision": "approve", "comment": "ok"},
+        headers=h,
+    )
     assert r.status_code == 200, r.text
     body = await wait_status(client, h, task_id, {"succeeded", "failed", "rejected"})
     assert body["task"]["status"] == "succeeded"
     calls = [c for c in recording.calls[before:] if c.tool == "quarantine_target"]
     assert len(calls) == 1 and calls[0].args["target"] == "203.0.113.45"
-    r = await client.post(f"/api/agents/approvals/{approval['id']}", json={"decision": "reject"},
-                          headers=h)
+    r = await client.post(
+        f"/api/agents/approvals/{approval['id']}", json={"decision": "reject"}, headers=h
+    )
     assert r.status_code == 409
     actions = await _ledger_actions(task_id)
     assert {"approval_requested", "approval_decided", "agent_tool_call"} <= set(actions)
     async with session_scope() as s:
-        decided = (await s.execute(select(AuditEntry).where(
-            AuditEntry.action == "approval_decided", AuditEntry.target == f"agent_task:{task_id}"
-        ))).scalar_one()
+        decided = (
+            await s.execute(
+                select(AuditEntry).where(
+                    AuditEntry.action == "approval_decided",
+                    AuditEntry.target == f"agent_task:{task_id}",
+                )
+            )
+        ).scalar_one()
     assert decided.actor.startswith("key:") and decided.params["decision"] == "approved"
 
 
-async def test_reject(client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend) -> None:
+async def test_reject(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
     h = await _key(make_key)
     before = len(recording.calls)
     task_id = await _post(client, h, task="turn off shield mode on the blog")
     body = await wait_status(client, h, task_id, {"awaiting_approval"})
     approval = body["approvals"][0]
-    r = await client.post(f"/api/agents/approvals/{approval['id']}",
-                          json={"decision": "reject", "comment": "not now"}, headers=h)
+    r = await client.post(
+        f"/api/agents/approvals/{approval['id']}",
+        json={"decision": "reject", "comment": "not now"},
+        headers=h,
+    )
     assert r.status_code == 200
     body = await wait_status(client, h, task_id, {"rejected", "succeeded", "failed"})
     assert body["task"]["status"] == "rejected"
@@ -133,31 +151,41 @@ async def test_edit(client: httpx.AsyncClient, make_key: Any, recording: Recordi
     task_id = await _post(client, h, task="quarantine 198.51.100.7 permanently")
     body = await wait_status(client, h, task_id, {"awaiting_approval"})
     approval_id = body["approvals"][0]["id"]
-    r = await client.post(f"/api/agents/approvals/{approval_id}",
-                          json={"decision": "edit", "args": {"target": 5}}, headers=h)
+    r = await client.post(
+        f"/api/agents/approvals/{approval_id}",
+        json={"decision": "edit", "args": {"target": 5}},
+        headers=h,
+    )
     assert r.status_code == 400
-    r = await client.post(f"/api/agents/approvals/{approval_id}",
-                          json={"decision": "edit", "args": {"target": "198.51.100.8",
-                                                             "duration_hours": 2}}, headers=h)
+    r = await client.post(
+        f"/api/agents/approvals/{approval_id}",
+        json={"decision": "edit", "args": {"target": "198.51.100.8", "duration_hours": 2}},
+        headers=h,
+    )
     assert r.status_code == 200, r.text
     await wait_status(client, h, task_id, {"succeeded"})
     calls = [c for c in recording.calls[before:] if c.tool == "quarantine_target"]
     assert [c.args for c in calls] == [{"target": "198.51.100.8", "duration_hours": 2}]
 
 
-async def test_expiry_rejects(client: httpx.AsyncClient, make_key: Any,
-                              recording: RecordingBackend) -> None:
+async def test_expiry_rejects(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
     h = await _key(make_key)
     before = len(recording.calls)
     task_id = await _post(client, h, task="enable shield mode on shop.example.com")
     body = await wait_status(client, h, task_id, {"awaiting_approval"})
     approval = body["approvals"][0]
     default_ttl = dt.datetime.fromisoformat(approval["expires_at"]) - dt.datetime.fromisoformat(
-        body["task"]["created_at"])
+        body["task"]["created_at"]
+    )
     assert dt.timedelta(minutes=14) < default_ttl <= dt.timedelta(minutes=16)
     async with session_scope() as s:
-        await s.execute(update(AgentApproval).where(AgentApproval.id == approval["id"]).values(
-            expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+        await s.execute(
+            update(AgentApproval)
+            .where(AgentApproval.id == approval["id"])
+            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
     assert await task_service.expire_approvals() >= 1
     body = await wait_status(client, h, task_id, {"rejected", "succeeded", "failed"})
     assert body["task"]["status"] == "rejected"
@@ -165,7 +193,9 @@ async def test_expiry_rejects(client: httpx.AsyncClient, make_key: Any,
     assert not [c for c in recording.calls[before:] if c.tool == "set_shield_mode"]
 
 
-async def test_cancel(client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend) -> None:
+async def test_cancel(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
     h = await _key(make_key)
     task_id = await _post(client, h, task="release 203.0.113.45")
     await wait_status(client, h, task_id, {"awaiting_approval"})
@@ -190,8 +220,11 @@ async def test_restart_while_awaiting_approval_resumes(
     task_id = await _post(client, h, task="restart nginx on prod-web-02")
     body = await wait_status(client, h, task_id, {"awaiting_approval"})
     await app.state.queue.stop()
-    r = await client.post(f"/api/agents/approvals/{body['approvals'][0]['id']}",
-                          json={"decision": "approve"}, headers=h)
+    r = await client.post(
+        f"/api/agents/approvals/{body['approvals'][0]['id']}",
+        json={"decision": "approve"},
+        headers=h,
+    )
     assert r.status_code == 200
     fresh = InProcessQueue(concurrency=2)
     await fresh.start()
@@ -204,11 +237,14 @@ async def test_restart_while_awaiting_approval_resumes(
     assert body["task"]["status"] == "succeeded"
     calls = [c for c in recording.calls[before:] if c.tool == "run_playbook"]
     assert len(calls) == 1 and calls[0].args["params"] == {"service": "nginx"}, (
-        recording.calls[before:], body["steps"])
+        recording.calls[before:],
+        body["steps"],
+    )
 
 
-async def test_events_stream(client: httpx.AsyncClient, make_key: Any,
-                             recording: RecordingBackend) -> None:
+async def test_events_stream(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
     h = await _key(make_key, "read")
     w = await _key(make_key)
     task_id = await _post(client, w, task="list all servers")
@@ -229,12 +265,12 @@ class _Broken(RecordingBackend):
         raise RuntimeError("registry offline")
 
 
-async def test_status_numbers(client: httpx.AsyncClient, make_key: Any,
-                              recording: RecordingBackend) -> None:
+async def test_status_numbers(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
     h = await _key(make_key)
     first = (await client.get("/api/agents/status", headers=h)).json()
-    assert first["success"] is True and set(first["queue"]) >= {"low", "normal", "high",
-                                                                 "critical"}
+    assert first["success"] is True and set(first["queue"]) >= {"low", "normal", "high", "critical"}
     done = await _post(client, h, task="show incidents", agent_type="analysis")
     await wait_status(client, h, done, {"succeeded"})
     task_service.backend_override = _Broken()
@@ -253,8 +289,9 @@ async def test_status_numbers(client: httpx.AsyncClient, make_key: Any,
     assert after["active_tasks"] >= 0
 
 
-async def test_server_scope(client: httpx.AsyncClient, make_key: Any,
-                            recording: RecordingBackend) -> None:
+async def test_server_scope(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
     async with session_scope() as s:
         server = Server(name="scope-test-01", host="127.0.0.1")
         s.add(server)

@@ -32,13 +32,22 @@ class Scripted(LocalChatModel):
         made = sum(len(m.tool_calls) for m in messages if isinstance(m, AIMessage))
         if made < len(self.script):
             call = self.script[made]
-            return AIMessage(content="", tool_calls=[{**call, "id": f"c{made}", "type": "tool_call"}])
+            return AIMessage(
+                content="", tool_calls=[{**call, "id": f"c{made}", "type": "tool_call"}]
+            )
         return AIMessage(content="done")
 
 
 class Harness:
-    def __init__(self, task: str, *, autonomy: dict[str, Any] | None = None,
-                 model: Any = None, agent: str | None = None, server_id: int | None = None):
+    def __init__(
+        self,
+        task: str,
+        *,
+        autonomy: dict[str, Any] | None = None,
+        model: Any = None,
+        agent: str | None = None,
+        server_id: int | None = None,
+    ):
         self.backend = RecordingBackend()
         self.recorder = MemoryRecorder()
         self.context = AgentContext(
@@ -50,16 +59,16 @@ class Harness:
         )
         self.graph = builder.compile(checkpointer=InMemorySaver())
         self.config: Any = {"configurable": {"thread_id": "t"}}
-        self.input = initial_state(task_id=1, task=task, server_id=server_id,
-                                   requested_agent=agent)
+        self.input = initial_state(task_id=1, task=task, server_id=server_id, requested_agent=agent)
 
     async def start(self) -> Any:
         await self.graph.ainvoke(self.input, self.config, context=self.context)
         return await self.graph.aget_state(self.config)
 
     async def resume(self) -> Any:
-        await self.graph.ainvoke(Command(resume={"decided": True}), self.config,
-                                 context=self.context)
+        await self.graph.ainvoke(
+            Command(resume={"decided": True}), self.config, context=self.context
+        )
         return await self.graph.aget_state(self.config)
 
     @property
@@ -144,8 +153,12 @@ async def test_tool_outside_allow_list_is_refused() -> None:
 async def test_command_policy_applies_even_when_autonomous() -> None:
     model = Scripted(world=FIXTURE_WORLD)
     model.script = [{"name": "execute_command", "args": {"server_id": 1, "command": "rm -rf /"}}]
-    h = Harness("x", model=model, agent="remediation",
-                autonomy={"mode": "autonomous", "tools": ["execute_command"]})
+    h = Harness(
+        "x",
+        model=model,
+        agent="remediation",
+        autonomy={"mode": "autonomous", "tools": ["execute_command"]},
+    )
     await h.start()
     assert h.executed == []
     assert h.recorder.finished[0]["status"] == "denied"
@@ -159,12 +172,12 @@ async def test_read_only_command_runs_without_approval() -> None:
 
 
 async def test_autonomous_tools_run_without_approval_others_wait() -> None:
-    h = Harness("restart nginx on prod-web-01",
-                autonomy={"mode": "autonomous", "tools": ["run_playbook"]})
+    h = Harness(
+        "restart nginx on prod-web-01", autonomy={"mode": "autonomous", "tools": ["run_playbook"]}
+    )
     state = await h.start()
     assert not state.interrupts and len(h.executed) == 1
-    h2 = Harness("quarantine 192.0.2.9", autonomy={"mode": "autonomous",
-                                                   "tools": ["run_playbook"]})
+    h2 = Harness("quarantine 192.0.2.9", autonomy={"mode": "autonomous", "tools": ["run_playbook"]})
     state = await h2.start()
     assert state.interrupts and h2.executed == []
 

@@ -30,8 +30,13 @@ def test_durations(text: str, hours: float | None) -> None:
 
 @pytest.mark.parametrize(
     ("text", "code"),
-    [("traffic from Russia", "RU"), ("north korea", "KP"), ("the United Kingdom", "GB"),
-     ("brazilian visitors", "BR"), ("geo block country code DE", "DE")],
+    [
+        ("traffic from Russia", "RU"),
+        ("north korea", "KP"),
+        ("the United Kingdom", "GB"),
+        ("brazilian visitors", "BR"),
+        ("geo block country code DE", "DE"),
+    ],
 )
 def test_countries(text: str, code: str) -> None:
     assert nlu.find_country(text) == code
@@ -45,8 +50,15 @@ def test_addresses_and_hosts() -> None:
 
 @pytest.mark.parametrize(
     ("text", "ids"),
-    [("prod-web-01", [1]), ("web-02", [2]), ("the database server", [3]), ("staging", [4]),
-     ("server 3", [3]), ("prod-wbe-01", [1]), ("all web servers", [1, 2])],
+    [
+        ("prod-web-01", [1]),
+        ("web-02", [2]),
+        ("the database server", [3]),
+        ("staging", [4]),
+        ("server 3", [3]),
+        ("prod-wbe-01", [1]),
+        ("all web servers", [1, 2]),
+    ],
 )
 def test_server_names_resolve_to_ids(text: str, ids: list[int]) -> None:
     assert nlu.find_servers(text, W) == ids
@@ -54,8 +66,14 @@ def test_server_names_resolve_to_ids(text: str, ids: list[int]) -> None:
 
 @pytest.mark.parametrize(
     ("text", "ids"),
-    [("shop.example.com", [1]), ("the api site", [2]), ("the blog", [3]), ("site 2", [2]),
-     ("the storefront", [1]), ("all sites", [1, 2, 3])],
+    [
+        ("shop.example.com", [1]),
+        ("the api site", [2]),
+        ("the blog", [3]),
+        ("site 2", [2]),
+        ("the storefront", [1]),
+        ("all sites", [1, 2, 3]),
+    ],
 )
 def test_site_names_resolve_to_ids(text: str, ids: list[int]) -> None:
     assert nlu.find_sites(text, W) == ids
@@ -91,7 +109,9 @@ def test_injection_after_marker_is_data() -> None:
 def test_dry_run_and_params() -> None:
     plan = nlu.plan("simulate patching openssl on staging", W)
     assert plan.calls[0].args == {
-        "playbook": "patch-package", "server_id": 4, "dry_run": True,
+        "playbook": "patch-package",
+        "server_id": 4,
+        "dry_run": True,
         "params": {"package": "openssl"},
     }
 

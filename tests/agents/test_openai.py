@@ -32,14 +32,21 @@ def _completion(content: str | None = None, calls: list[dict[str, Any]] | None =
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = [
-            {"id": f"call_{i}", "type": "function",
-             "function": {"name": c["name"], "arguments": c["arguments"]}}
+            {
+                "id": f"call_{i}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["arguments"]},
+            }
             for i, c in enumerate(calls)
         ]
     return {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "fake",
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": "tool_calls" if calls else "stop"}],
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake",
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}
+        ],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
 
@@ -88,8 +95,17 @@ def _run(model: OpenAIChatModel) -> tuple[Any, RecordingBackend, MemoryRecorder]
 async def test_tool_calling_round_trip(llm: tuple[str, FakeLLM]) -> None:
     url, fake = llm
     fake.script = [
-        (200, _completion(calls=[{"name": "route_task",
-                                  "arguments": '{"agent": "analysis", "reason": "read-only"}'}])),
+        (
+            200,
+            _completion(
+                calls=[
+                    {
+                        "name": "route_task",
+                        "arguments": '{"agent": "analysis", "reason": "read-only"}',
+                    }
+                ]
+            ),
+        ),
         (200, _completion(calls=[{"name": "list_incidents", "arguments": '{"status": "open"}'}])),
         (200, _completion("There are no open incidents.")),
     ]
@@ -98,8 +114,10 @@ async def test_tool_calling_round_trip(llm: tuple[str, FakeLLM]) -> None:
     graph = builder.compile(checkpointer=InMemorySaver())
     config: Any = {"configurable": {"thread_id": "o"}}
     out = await graph.ainvoke(
-        initial_state(task_id=1, task="any open incidents?", server_id=None,
-                      requested_agent=None), config, context=context)
+        initial_state(task_id=1, task="any open incidents?", server_id=None, requested_agent=None),
+        config,
+        context=context,
+    )
     assert recorder.routes[0][1] == "analysis"
     assert [(c.tool, c.args) for c in backend.calls] == [("list_incidents", {"status": "open"})]
     assert out["final"] == "There are no open incidents."
@@ -115,15 +133,22 @@ async def test_tool_calling_round_trip(llm: tuple[str, FakeLLM]) -> None:
 async def test_state_changing_call_from_remote_model_is_gated(llm: tuple[str, FakeLLM]) -> None:
     url, fake = llm
     fake.script = [
-        (200, _completion(calls=[{"name": "quarantine_target",
-                                  "arguments": '{"target": "192.0.2.1"}'}])),
+        (
+            200,
+            _completion(
+                calls=[{"name": "quarantine_target", "arguments": '{"target": "192.0.2.1"}'}]
+            ),
+        ),
     ]
     model = OpenAIChatModel(model="fake", base_url=url, api_key="k", max_retries=0)
-    context, backend, recorder = _run(model)
+    context, backend, _recorder = _run(model)
     graph = builder.compile(checkpointer=InMemorySaver())
     config: Any = {"configurable": {"thread_id": "g"}}
-    await graph.ainvoke(initial_state(task_id=1, task="x", server_id=None,
-                                      requested_agent="security"), config, context=context)
+    await graph.ainvoke(
+        initial_state(task_id=1, task="x", server_id=None, requested_agent="security"),
+        config,
+        context=context,
+    )
     state = await graph.aget_state(config)
     assert state.interrupts and backend.calls == []
 
@@ -146,6 +171,7 @@ async def test_endpoint_errors_surface_as_upstream_errors(llm: tuple[str, FakeLL
 async def test_unreachable_endpoint_does_not_answer() -> None:
     from tests.support.processes import free_port
 
-    model = OpenAIChatModel(model="fake", base_url=f"http://127.0.0.1:{free_port()}/v1",
-                            api_key="k", max_retries=0)
+    model = OpenAIChatModel(
+        model="fake", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k", max_retries=0
+    )
     assert await model.ping() is False

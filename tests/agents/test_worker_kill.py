@@ -39,14 +39,19 @@ async def test_killed_worker_never_repeats_side_effects(
         actor="test",
         autonomy={"mode": "autonomous", "tools": ["quarantine_target"]},
     )
-    env = execflow_env({
-        "EXECFLOW_DATABASE_URL": settings.db_url,
-        "EXECFLOW_DATA_DIR": str(settings.data_dir),
-        "EXECFLOW_SECRET_KEY_PATH": str(settings.secret_key_path),
-    })
+    env = execflow_env(
+        {
+            "EXECFLOW_DATABASE_URL": settings.db_url,
+            "EXECFLOW_DATA_DIR": str(settings.data_dir),
+            "EXECFLOW_SECRET_KEY_PATH": str(settings.secret_key_path),
+        }
+    )
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.agents.worker_child", str(log), "2"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 90
@@ -85,7 +90,10 @@ async def test_killed_worker_never_repeats_side_effects(
         row = await s.get(AgentTask, task.id)
         assert row is not None and row.status == "succeeded"
         steps = await task_service.task_steps(s, task.id)
-    second = [st for st in steps if st.kind == "tool_call" and st.args
-              and st.args.get("target") == "203.0.113.2"]
+    second = [
+        st
+        for st in steps
+        if st.kind == "tool_call" and st.args and st.args.get("target") == "203.0.113.2"
+    ]
     assert second and second[0].status == "failed" and "not repeated" in str(second[0].result)
     _ = update(AgentTask)
