@@ -352,15 +352,24 @@ class Plan:
 def strip_untrusted(text: str) -> tuple[str, list[str]]:
     """The task without injected instructions or quoted data; and notes on what was dropped."""
     notes: list[str] = []
+    intro = _DATA_INTRO.search(text)
+    if intro:
+        # The quoted (or rest-of-sentence) material after "the ticket says:" is data; what the
+        # operator writes after it still counts.
+        rest = text[intro.end() :]
+        quoted = re.match(r"\s*([\"'“])(.*?)([\"'”])", rest, re.DOTALL)
+        if quoted:
+            rest = rest[quoted.end() :]
+        else:
+            sentence_end = re.search(r"[.;!?\n]", rest)
+            rest = rest[sentence_end.end() :] if sentence_end else ""
+        text = text[: intro.start()] + " " + rest
+        notes.append("quoted material was read as data, not as instructions")
     match = _INJECTION.search(text)
     if match:
         # Keep the sentence up to the marker; everything after it is data.
         text = text[: match.start()]
         notes.append("ignored instructions embedded in the task text (treated as data)")
-    intro = _DATA_INTRO.search(text)
-    if intro:
-        text = text[: intro.end()]
-        notes.append("quoted material was read as data, not as instructions")
 
     # Quoted material is data unless it is the command to run.
     def _quoted(m: re.Match[str]) -> str:
@@ -385,9 +394,16 @@ def _correct(low: str) -> str | None:
     if not close:
         return None
     cand = close[0]
-    if low.startswith(cand[:-1]) or cand.startswith(low[:-1]):
+    if _stem(low) == _stem(cand):
         return None  # an inflection (changed/changes, minute/minutes), not a typo
     return cand
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s", "e", "ion", "ly", "er"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
 
 
 def fix_typos(text: str) -> str:
@@ -516,7 +532,7 @@ def find_servers(text: str, world: World) -> list[int]:
         if sid not in seen:
             seen.append(sid)
     if not seen and _has(
-        r"\b(all|every|each)\s+(of\s+the\s+)?(prod(uction)?\s+)?web\s*(servers|"
+        r"\b(all|every|each|both)\s+(of\s+the\s+)?(prod(uction)?\s+)?web\s*(servers|"
         r"nodes|boxes|hosts)",
         low,
     ):
@@ -539,6 +555,7 @@ def find_sites(text: str, world: World) -> list[int]:
         if label == "api":
             patterns.append(r"\bapi\s+(site|website|domain|frontend|gateway)\b")
             patterns.append(r"\bthe\s+api\b(?!\s+key)")
+            patterns.append(r"(?<![\w.-])api\b(?![.-])(?!\s*(keys?|tokens?|calls?|version|docs))")
         else:
             patterns.append(rf"\b{re.escape(label)}\b(?!\.)")
         if label == "shop":
@@ -552,7 +569,7 @@ def find_sites(text: str, world: World) -> list[int]:
     for _, sid in sorted(hits):
         if sid not in seen:
             seen.append(sid)
-    if not seen and _has(r"\b(all|every|each)\s+(of\s+(the|our)\s+)?(our\s+)?(web)?sites\b", low):
+    if not seen and _has(r"\b(all|every|each)\s+(of\s+(the|our)\s+)?(our\s+)?(web)?sites?\b", low):
         seen = [int(s["id"]) for s in world.sites]
     return seen
 
@@ -586,6 +603,9 @@ def find_duration(text: str) -> tuple[bool, float | None]:
     if m:
         unit = m.group(2).rstrip("s")
         return True, _round(_NUMBER_WORDS[m.group(1)] * _UNIT_HOURS[unit])
+    m = re.search(r"\b(?:the\s+)?next\s+(hour|day|week|month)\b", low)
+    if m:
+        return True, float(_UNIT_HOURS[m.group(1)])
     if _has(r"\b(overnight)\b", low):
         return True, 12.0
     if _has(r"\b(for the day|until tomorrow|for today)\b", low):
@@ -598,18 +618,33 @@ def _round(hours: float) -> float:
 
 
 def find_country(text: str) -> str | None:
+    found = find_countries(text)
+    return found[0] if found else None
+
+
+def find_countries(text: str) -> list[str]:
+    """ISO 3166 codes of the countries named, in order of appearance."""
     low = text.lower()
+    hits: list[tuple[int, str]] = []
+    taken: list[tuple[int, int]] = []
     for name in sorted(COUNTRIES, key=len, reverse=True):
-        if re.search(rf"\b{re.escape(name)}\b", low):
+        for m in re.finditer(rf"\b{re.escape(name)}\b", low):
+            if any(not (m.end() <= a or m.start() >= b) for a, b in taken):
+                continue
             if name in {"indian", "turkey", "the us", "america", "american"} and not _has(
                 r"(traffic|requests|ips|visitors|from|country|geo)", low
             ):
                 continue
-            return COUNTRIES[name]
+            hits.append((m.start(), COUNTRIES[name]))
+            taken.append(m.span())
     m = re.search(r"\b(?:country(?:\s+code)?|geo(?:-?block)?|iso)\s*:?\s*([A-Z]{2})\b", text)
     if m:
-        return m.group(1).upper()
-    return None
+        hits.append((m.start(), m.group(1).upper()))
+    codes: list[str] = []
+    for _, code in sorted(hits):
+        if code not in codes:
+            codes.append(code)
+    return codes
 
 
 def find_on_off(text: str) -> bool | None:
@@ -617,7 +652,7 @@ def find_on_off(text: str) -> bool | None:
     off = re.search(
         r"\b(disable|disabling|turn(ing)?\s+off|switch(ing)?\s+off|deactivate|"
         r"stand\s+down|drop|lower|relax|lift|remove|stop|off|kill|end|exit|"
-        r"take\s+\w+\s+out\s+of|no\s+longer)\b",
+        r"take\s+(\S+\s+){1,3}out\s+of|no\s+longer)\b",
         low,
     )
     on = re.search(
@@ -765,15 +800,17 @@ def inspection_command(text: str) -> str | None:
 # --- intents -----------------------------------------------------------------------------------
 
 _RELEASE = (
-    r"\b(unblock|un-?block|unban|un-?ban|release|lift\s+(the\s+)?(quarantine|block|ban)|"
-    r"remove\s+(the\s+)?(quarantine|block|ban)|un-?quarantine|let\s+\S+\s+back|"
-    r"restore\s+access|pardon|free\s+up\s+\d|take\s+\S+\s+off\s+(the\s+)?"
+    r"\b(unblock|un-?block|unban|un-?ban|release|lift\s+(\S+\s+)?(quarantine|block|ban)|"
+    r"remove\s+(\S+\s+)?(quarantine|block|ban)|un-?quarantine|let\s+\S+\s+back|"
+    r"restore\s+access|get\s+(\S+\s+)?out\s+of\s+(quarantine|jail)|pardon|free\s+up\s+\d|take\s+\S+\s+off\s+(the\s+)?"
     r"(quarantine|block\s*list|blacklist)|end\s+(the\s+)?quarantine)"
 )
 _QUARANTINE = (
     r"\b(quarantin\w*|block\w*|ban|bann\w*|isolat\w*|blacklist\w*|blocklist\w*|"
     r"cut\s+off|drop\s+(all\s+)?(traffic|packets|connections)|shut\s+out|deny|"
-    r"lock\s+out|jail|contain|firewall\s+off|kick\s+out|keep\s+\S+\s+out|"
+    r"lock\s+(\S+\s+)?out|jail|contain|firewall\s+off|kick\s+(\S+\s+)?out|"
+    r"keep\s+(\S+\s+)?(out|away)|on\s+ice|can'?t\s+(reach|access|connect)|"
+    r"shut\s+\S+\s+out|deny\s+access|throw\s+\S+\s+in\s+quarantine|"
     r"stop\s+(all\s+)?(traffic|requests|connections))"
 )
 _RULE_WORDS = r"\b(rule|waf|vaultshield|vault\s+shield|firewall\s+rule|filter)\b"
@@ -976,10 +1013,12 @@ def _clause_calls(
             for a in addresses
         ]
     if country and blocky and not addresses:
-        args = {"type": "geo_block", "value": country, "action": _action_of(clause)}
-        if (p := _priority_of(clause)) is not None:
-            args["priority"] = p
-        return [Call("add_vaultshield_rule", args)]
+        for code in find_countries(clause):
+            args = {"type": "geo_block", "value": code, "action": _action_of(clause)}
+            if (p := _priority_of(clause)) is not None:
+                args["priority"] = p
+            calls.append(Call("add_vaultshield_rule", args))
+        return calls
     ua = (
         _user_agent(clause)
         if _has(
@@ -996,7 +1035,7 @@ def _clause_calls(
         return [Call("add_vaultshield_rule", args)]
     if (
         addresses
-        and blocky
+        and (blocky or (_has(_RULE_WORDS, low) and _action_of(clause) != "block"))
         and (_has(_RULE_WORDS, low) or _action_of(clause) != "block")
         and not _has(r"quarantin", low)
     ):
@@ -1132,7 +1171,7 @@ def _clause_calls(
         low,
     ):
         return [Call("get_site_health", {"site_id": s}) for s in sites]
-    if not sites and _has(r"\b(all|every|each)\s+(of\s+(the|our)\s+)?(web)?sites\b", low):
+    if not sites and _has(r"\b(all|every|each)\s+(of\s+(the|our)\s+)?(web)?sites?\b", low):
         return [Call("get_site_health", {"site_id": int(s["id"])}) for s in world.sites]
     if (
         _has(
@@ -1181,7 +1220,9 @@ def _playbook_intent(
         low,
     ) and _has(r"\b(disk|space|storage|drive|partition|filesystem|room|tmp|cache)\b", low):
         return "clear-disk-space", {}
-    if _has(r"\b(rotat\w*|roll\s+over|truncate)\b", low) and _has(r"\blogs?\b", low):
+    if _has(r"\b(rotat\w*|roll\s+(\S+\s+)?(over|logs?)|truncate)\b", low) and (
+        _has(r"\blogs?\b", low) or _has(r"\blogs?\b", whole)
+    ):
         return "rotate-logs", {}
     if _has(r"\b(logs?\s+(are|is)\s+(huge|too\s+big|massive|enormous|growing))\b", low):
         return "rotate-logs", {}
