@@ -637,9 +637,11 @@ def find_countries(text: str) -> list[str]:
                 continue
             hits.append((m.start(), COUNTRIES[name]))
             taken.append(m.span())
-    m = re.search(r"\b(?:country(?:\s+code)?|geo(?:-?block)?|iso)\s*:?\s*([A-Z]{2})\b", text)
-    if m:
-        hits.append((m.start(), m.group(1).upper()))
+    code_match = re.search(
+        r"\b(?:country(?:\s+code)?|geo(?:-?block)?|iso)\s*:?\s*([A-Z]{2})\b", text
+    )
+    if code_match:
+        hits.append((code_match.start(), code_match.group(1).upper()))
     codes: list[str] = []
     for _, code in sorted(hits):
         if code not in codes:
