@@ -62,6 +62,26 @@ def _server_hint(messages: Sequence[BaseMessage]) -> int | None:
     return None
 
 
+_PLANS: dict[tuple[Any, ...], nlu.Plan] = {}
+
+
+def _cached_plan(task: str, world: World, server_id: int | None) -> nlu.Plan:
+    """Plans are pure functions of (task, world names, server): compute once per task."""
+    key = (
+        task,
+        server_id,
+        tuple((s["id"], s["name"], s.get("host")) for s in world.servers),
+        tuple((s["id"], s["name"]) for s in world.sites),
+        tuple(str(p.get("name")) for p in world.playbooks),
+    )
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 1024:
+            _PLANS.pop(next(iter(_PLANS)))
+        plan = _PLANS[key] = nlu.plan(task, world, server_id=server_id)
+    return plan
+
+
 class LocalChatModel(BaseChatModel):
     """Deterministic offline tool-calling model (see module docstring)."""
 
@@ -103,7 +123,7 @@ class LocalChatModel(BaseChatModel):
     def decide(self, messages: Sequence[BaseMessage], **kwargs: Any) -> AIMessage:
         allowed = _tool_names(kwargs.get("tools"))
         task = _task_text(messages)
-        planned = nlu.plan(task, self.world, server_id=_server_hint(messages))
+        planned = _cached_plan(task, self.world, _server_hint(messages))
         if allowed == ["route_task"]:
             args = {"agent": planned.agent, "reason": planned.reason}
             return AIMessage(

@@ -390,7 +390,8 @@ def strip_untrusted(text: str) -> tuple[str, list[str]]:
 def _correct(low: str) -> str | None:
     if len(low) < 5 or low in _VOCAB_SET:
         return None
-    close = difflib.get_close_matches(low, _VOCAB, n=1, cutoff=0.79)
+    pool = [w for w in _VOCAB if abs(len(w) - len(low)) <= 2]
+    close = difflib.get_close_matches(low, pool, n=1, cutoff=0.79)
     if not close:
         return None
     cand = close[0]
@@ -500,6 +501,32 @@ def _server_aliases(world: World) -> list[tuple[str, int]]:
     return aliases
 
 
+_MATCHERS: dict[tuple[Any, ...], tuple[re.Pattern[str] | None, dict[str, int]]] = {}
+
+
+def _alias_matcher(world: World) -> tuple[re.Pattern[str] | None, dict[str, int]]:
+    key = tuple(
+        (s["id"], s["name"], s.get("host"), tuple(s.get("tags") or ())) for s in world.servers
+    )
+    cached = _MATCHERS.get(key)
+    if cached is None:
+        aliases = _server_aliases(world)
+        by_alias: dict[str, int] = {}
+        for alias, sid in aliases:
+            by_alias.setdefault(alias, sid)
+        pattern = (
+            re.compile(
+                r"(?<![\w.-])(" + "|".join(re.escape(a) for a, _ in aliases) + r")(?![\w-]|\.\d)"
+            )
+            if aliases
+            else None
+        )
+        if len(_MATCHERS) > 64:
+            _MATCHERS.clear()
+        cached = _MATCHERS[key] = (pattern, by_alias)
+    return cached
+
+
 def find_servers(text: str, world: World) -> list[int]:
     """Server ids mentioned (by name, alias, id or address), in order of appearance."""
     low = text.lower()
@@ -514,10 +541,12 @@ def find_servers(text: str, world: World) -> list[int]:
         if any(int(s["id"]) == sid for s in world.servers):
             hits.append((m.start(), sid))
             taken.append(m.span())
-    for alias, sid in _server_aliases(world):
-        for m in re.finditer(rf"(?<![\w.-]){re.escape(alias)}(?![\w-]|\.\d)", low):
+    pattern, by_alias = _alias_matcher(world)
+    if pattern is not None:
+        # One alternation, longest aliases first: leftmost-longest non-overlapping matches.
+        for m in pattern.finditer(low):
             if free(*m.span()):
-                hits.append((m.start(), sid))
+                hits.append((m.start(), by_alias[m.group(1)]))
                 taken.append(m.span())
     names = {str(s["name"]).lower(): int(s["id"]) for s in world.servers}
     for m in re.finditer(r"\b[a-z]+-[a-z]+-?\d+\b", low):
