@@ -8,7 +8,8 @@ resumes the graph from its checkpoint. Job status is mirrored into the task; can
 cancels its job (``models.jobs.request_cancel``).
 
 Ledger actions: agent_task_created, agent_tool_call, approval_requested, approval_decided,
-agent_task_completed, agent_task_failed (and agent_task_cancelled).
+agent_task_completed (succeeded, or finished with every change rejected: ``params.status``),
+agent_task_failed (failed or cancelled: ``params.status``), as the webhook event list says.
 """
 
 from __future__ import annotations
@@ -202,19 +203,26 @@ async def cancel_task(task_id: int, *, actor: str, request_id: str | None = None
             or job.status in (jobs.FINAL_STATES)
         ):
             row.status, row.finished_at = "cancelled", utcnow()
+        cancelled_here = row.status == "cancelled"
         await session.execute(
             update(AgentApproval)
             .where(AgentApproval.task_id == task_id, AgentApproval.status == "pending")
             .values(status="cancelled", decided_by=actor, decided_at=utcnow())
         )
-    await ledger.record(
-        "agent_task_cancelled",
-        actor=actor,
-        server_id=row.server_id,
-        target=f"agent_task:{task_id}",
-        params={"task_id": task_id},
-        request_id=request_id,
-    )
+    if cancelled_here:  # a running task's handler records its own end when it stops
+        await ledger.record(
+            "agent_task_failed",
+            actor=actor,
+            server_id=row.server_id,
+            target=f"agent_task:{task_id}",
+            params={
+                "task_id": task_id,
+                "status": "cancelled",
+                "agent": row.agent_type,
+                "error": "cancelled on request",
+            },
+            request_id=request_id,
+        )
     async with session_scope() as session:
         return await get_task(session, task_id)
 
@@ -632,7 +640,7 @@ async def _finish_task(
         "succeeded": "agent_task_completed",
         "rejected": "agent_task_completed",
         "failed": "agent_task_failed",
-        "cancelled": "agent_task_cancelled",
+        "cancelled": "agent_task_failed",
     }[status]
     await ledger.record(
         action,

@@ -302,3 +302,39 @@ async def test_server_scope(
     assert body["task"]["server_id"] == server.id
     calls = [c for c in recording.calls[before:] if c.tool == "execute_command"]
     assert calls and calls[0].args == {"server_id": server.id, "command": "df -h"}
+
+
+class _Slow(RecordingBackend):
+    async def call(
+        self, spec: Any, args: dict[str, Any], *, actor: str, request_id: str | None
+    ) -> dict[str, Any]:
+        import asyncio
+
+        await asyncio.sleep(60)
+        return {}
+
+
+async def test_cancel_running_task(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
+    h = await _key(make_key)
+    task_service.backend_override = _Slow()
+    try:
+        task_id = await _post(client, h, task="show open incidents")
+        await wait_status(client, h, task_id, {"running"})
+        r = await client.post(f"/api/agents/tasks/{task_id}/cancel", headers=h)
+        assert r.status_code == 200
+        body = await wait_status(client, h, task_id, {"cancelled"}, timeout=20)
+    finally:
+        task_service.backend_override = recording
+    assert body["task"]["finished_at"]
+    async with session_scope() as s:
+        entry = (
+            await s.execute(
+                select(AuditEntry).where(
+                    AuditEntry.action == "agent_task_failed",
+                    AuditEntry.target == f"agent_task:{task_id}",
+                )
+            )
+        ).scalar_one()
+    assert entry.params["status"] == "cancelled"
