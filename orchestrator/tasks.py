@@ -575,7 +575,8 @@ async def run_task_job(ctx: jobs.JobContext, task_id: int) -> dict[str, Any]:
                 await compiled.ainvoke(inp, config, context=context)
             snapshot = await compiled.aget_state(config)
     except asyncio.CancelledError:
-        await _finish_task(task_id, "cancelled", error="cancelled on request")
+        # Shielded: the runner may cancel again while we record the end.
+        await asyncio.shield(_finish_task(task_id, "cancelled", error="cancelled on request"))
         raise
     except Exception as exc:
         log.warning("agent task %s failed: %s", task_id, exc)

@@ -328,13 +328,20 @@ async def test_cancel_running_task(
     finally:
         task_service.backend_override = recording
     assert body["task"]["finished_at"]
-    async with session_scope() as s:
-        entry = (
-            await s.execute(
-                select(AuditEntry).where(
-                    AuditEntry.action == "agent_task_failed",
-                    AuditEntry.target == f"agent_task:{task_id}",
+    import asyncio
+
+    entry = None
+    for _ in range(100):  # the ledger entry follows the status change
+        async with session_scope() as s:
+            entry = (
+                await s.execute(
+                    select(AuditEntry).where(
+                        AuditEntry.action == "agent_task_failed",
+                        AuditEntry.target == f"agent_task:{task_id}",
+                    )
                 )
-            )
-        ).scalar_one()
-    assert entry.params["status"] == "cancelled"
+            ).scalar_one_or_none()
+        if entry is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert entry is not None and entry.params["status"] == "cancelled"
