@@ -68,7 +68,6 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -91,21 +90,12 @@ class Database:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy, not the driver, emit BEGIN (see _sqlite_begin_immediate).
-    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # durable: a commit survives power loss
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
-
-
-def _sqlite_begin_immediate(connection: Any) -> None:
-    # A deferred SQLite transaction that reads and later writes fails at once with "database is
-    # locked" when another connection committed in between (WAL snapshot conflict; busy_timeout
-    # does not apply). Taking the write lock at BEGIN makes writers queue instead of fail.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 _database: Database | None = None

@@ -108,6 +108,20 @@ class Settings(BaseSettings):
     )
     sentry_concurrency: int = Field(default=20, ge=1, le=1000, description="Concurrent probes")
 
+    # agents (issue 9)
+    llm_backend: Literal["local", "openai"] = Field(
+        default="local", description="Agents' chat model: offline local model or OpenAI-compatible"
+    )
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint (key: EXECFLOW_LLM_API_KEY)"
+    )
+    llm_model: str | None = Field(default=None, description="Model name at llm_base_url")
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    agent_approval_ttl_seconds: int = Field(
+        default=900, ge=1, description="Pending agent approvals expire (as rejected) after this"
+    )
+    agent_max_steps: int = Field(default=12, ge=1, le=100, description="Tool calls per task")
+
     @field_validator("cors_origins", "outbound_allowlist", "webhook_retry_schedule", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
