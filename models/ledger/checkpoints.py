@@ -102,13 +102,11 @@ def _columns_differ(row: AuditEntry, entry: dict) -> str | None:
     return None
 
 
-async def _stored_nodes(session: AsyncSession, completed: list[tuple[int, int, bytes]]) -> dict:
-    by_level: dict[int, list[int]] = {}
-    for level, idx, _ in completed:
-        by_level.setdefault(level, []).append(idx)
+async def _stored_nodes(session: AsyncSession, start: int, end: int) -> dict[merkle.Node, bytes]:
+    """Every stored subtree hash completed by the leaves ``[start, end)``."""
     clauses = [
-        and_(TreeNode.level == lv, TreeNode.idx.between(min(ix), max(ix)))
-        for lv, ix in by_level.items()
+        and_(TreeNode.level == level, TreeNode.idx.between(start >> level, end >> level))
+        for level in range(end.bit_length() + 1)
     ]
     rows = await session.execute(
         select(TreeNode.level, TreeNode.idx, TreeNode.hash).where(or_(*clauses))
@@ -139,7 +137,7 @@ async def _rows(session: AsyncSession, size: int) -> AsyncIterator[list[AuditEnt
 async def _check_rows(session: AsyncSession, checker: LogChecker, size: int) -> Problem | None:
     tree = merkle.Frontier()
     async for rows in _rows(session, size):
-        per_row: list[list[tuple[int, int, bytes]]] = []
+        stored = await _stored_nodes(session, checker.size, checker.size + len(rows))
         for row in rows:
             seq = checker.size
             if row.seq != seq:
@@ -153,12 +151,9 @@ async def _check_rows(session: AsyncSession, checker: LogChecker, size: int) -> 
                 reason = "stored entry_hash is not the entry's leaf hash"
             if reason:
                 return Problem(seq, reason)
-            per_row.append(tree.append(leaf))
-        stored = await _stored_nodes(session, [n for c in per_row for n in c])
-        for completed in per_row:
-            for level, idx, value in completed:
+            for level, idx, value in tree.append(leaf):
                 if stored.get((level, idx)) != value:
-                    what = "leaf hash recorded at append time" if level == 0 else "stored subtree"
+                    what = "leaf hash stored when it was appended" if level == 0 else "stored tree"
                     return Problem(
                         idx << level, f"entry does not match the {what} ({level}, {idx})"
                     )
