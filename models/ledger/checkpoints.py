@@ -23,6 +23,7 @@ from models.ledger.store import AuditEntry, CheckpointRow, TreeNode
 from models.ledger.verify import (
     EXPORT_FORMAT,
     Checkpoint,
+    EntryError,
     LogChecker,
     Problem,
     Report,
@@ -144,8 +145,8 @@ async def _check_rows(session: AsyncSession, checker: LogChecker, size: int) -> 
                 return Problem(seq, f"entry {seq} is missing (next stored entry is {row.seq})")
             try:
                 leaf = checker.add(row.body.encode())
-            except VerificationError as exc:
-                return Problem(seq, str(exc))
+            except EntryError as exc:
+                return Problem(exc.seq, str(exc))
             reason = _columns_differ(row, orjson.loads(row.body))
             if reason is None and row.entry_hash != leaf.hex():
                 reason = "stored entry_hash is not the entry's leaf hash"

@@ -32,6 +32,14 @@ class VerificationError(Exception):
     """A proof, signature or log that does not verify."""
 
 
+class EntryError(VerificationError):
+    """An entry that does not verify; ``seq`` is the first entry that may have been altered."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(reason)
+        self.seq = seq
+
+
 # --- RFC 9162 section 2.1.1: the hashes ------------------------------------------------------
 
 
@@ -210,15 +218,18 @@ class LogChecker:
         try:
             entry = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise VerificationError("entry is not valid JSON") from exc
+            raise EntryError(seq, "entry is not valid JSON") from exc
         if not isinstance(entry, dict):
-            raise VerificationError("entry is not a JSON object")
+            raise EntryError(seq, "entry is not a JSON object")
         if entry.get("seq") != seq:
-            raise VerificationError(f"entry says seq {entry.get('seq')!r}, expected {seq}")
+            raise EntryError(seq, f"entry says seq {entry.get('seq')!r}, expected {seq}")
         if entry.get("prev_hash") != self.prev:
-            raise VerificationError("prev_hash does not match the previous entry's leaf hash")
+            # Entry seq-1 was altered, or this entry's record of it was: name the earlier one.
+            raise EntryError(
+                seq - 1, f"entry {seq - 1} does not hash to the prev_hash recorded by entry {seq}"
+            )
         if canonical_json(entry) != body:
-            raise VerificationError("entry is not in RFC 8785 canonical form")
+            raise EntryError(seq, "entry is not in RFC 8785 canonical form")
         leaf = hash_leaf(body)
         self._push(leaf)
         self.prev = leaf.hex()
@@ -312,8 +323,8 @@ def verify_export(
     for body in lines:
         try:
             checker.add(body)
-        except VerificationError as exc:
-            report.problem = Problem(checker.size, str(exc))
+        except EntryError as exc:
+            report.problem = Problem(exc.seq, str(exc))
             break
     report.tree_size, report.root_hash = checker.size, checker.root()
     if report.problem is None and checker.size != header.get("tree_size"):
