@@ -10,6 +10,8 @@ transaction (group commit); processes are serialised by the ledger head row.
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -45,13 +47,18 @@ _SECRET_WORDS = (
 MAX_BATCH = 5000
 
 
+_SECRET_KEY = re.compile("|".join(_SECRET_WORDS), re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def redact(value: Any) -> Any:
     """A copy of ``value`` with every secret-looking field replaced by ``[REDACTED]``."""
     if isinstance(value, Mapping):
-        return {
-            str(k): REDACTED if any(w in str(k).lower() for w in _SECRET_WORDS) else redact(v)
-            for k, v in value.items()
-        }
+        return {str(k): REDACTED if _is_secret(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value

@@ -68,6 +68,6 @@ def _has_astral_key(value: Any) -> bool:
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 bytes of a value already in the canonical subset."""
     data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    if _ASTRAL_LEAD.search(data) and _has_astral_key(value):
+    if not data.isascii() and _ASTRAL_LEAD.search(data) and _has_astral_key(value):
         return rfc8785.dumps(value)
     return data

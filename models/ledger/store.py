@@ -14,8 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, LargeBinary, SmallInteger, String, Text, insert, select, update
-from sqlalchemy import tuple_ as sql_tuple
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    and_,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -97,11 +107,16 @@ class Head:
         return self.frontier.root()
 
 
+def iso_ts(ts: dt.datetime) -> str:
+    """``2026-01-31T12:00:00.000000Z``: UTC, always with microseconds (== TS_FORMAT)."""
+    return ts.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
 def entry_document(draft: Draft, seq: int, prev_hash: str) -> dict[str, Any]:
     """The entry exactly as it is hashed, stored and served."""
     return {
         "seq": seq,
-        "ts": draft.ts.strftime(TS_FORMAT),
+        "ts": iso_ts(draft.ts),
         "action": draft.action,
         "actor": draft.actor,
         "server_id": draft.server_id,
@@ -189,7 +204,7 @@ async def _insert(
         [
             (
                 e["seq"],
-                e["ts"].astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
+                iso_ts(e["ts"])[:-1].replace("T", " "),  # SQLAlchemy's SQLite DATETIME text
                 e["action"],
                 e["actor"],
                 e["server_id"],
@@ -213,9 +228,11 @@ async def get_nodes(session: AsyncSession, wanted: set[Node]) -> dict[Node, byte
     """Stored subtree hashes by (level, index), in one query."""
     if not wanted:
         return {}
+    # An OR of primary-key equalities: both SQLite and PostgreSQL answer it with index lookups
+    # (SQLite does not use the index for a row-value IN list).
     rows = await session.execute(
         select(TreeNode.level, TreeNode.idx, TreeNode.hash).where(
-            sql_tuple(TreeNode.level, TreeNode.idx).in_(sorted(wanted))
+            or_(*(and_(TreeNode.level == lv, TreeNode.idx == i) for lv, i in sorted(wanted)))
         )
     )
     found = {(r.level, r.idx): bytes(r.hash) for r in rows}

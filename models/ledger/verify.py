@@ -236,11 +236,11 @@ class LogChecker:
         return leaf
 
     def _push(self, leaf: bytes) -> None:
-        edge, height, h = self._edge, 0, leaf
-        while edge and edge[-1][0] == height:
-            h = hash_children(edge.pop()[1], h)
-            height += 1
-        edge.append((height, h))
+        # Leaf number ``size`` merges one subtree per trailing one-bit of ``size``.
+        edge, h, merges = self._edge, leaf, (~self.size & (self.size + 1)).bit_length() - 1
+        for _ in range(merges):
+            h = _sha256(b"\x01" + edge.pop()[1] + h).digest()
+        edge.append((merges, h))
         self.size += 1
         if self.size in self._want:
             self.roots[self.size] = self.root()

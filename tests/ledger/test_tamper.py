@@ -71,7 +71,7 @@ async def test_triggers_refuse_update_delete_truncate(ledger) -> None:
     if ledger.db.dialect == "postgresql":
         statements += [f"TRUNCATE {t}" for t in ("audit_log", "audit_tree", "audit_checkpoints")]
     for statement in statements:
-        with pytest.raises(DBAPIError, match="append-only|cannot be deleted"):
+        with pytest.raises(DBAPIError, match=r"append-only|cannot be deleted"):
             await ledger.sql(statement)
     async with ledger.db.session() as session:
         assert (await verify_database(session)).ok
