@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import hashlib
 import math
+import os
 import random
 import statistics
 import tempfile
@@ -43,7 +44,7 @@ def _draft(i: int) -> store.Draft:
 
 
 async def bench_appends(n: int) -> None:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     waves = 10
     for w in range(waves):
         await asyncio.gather(
@@ -59,18 +60,19 @@ async def bench_appends(n: int) -> None:
                 for i in range(w * n // waves, (w + 1) * n // waves)
             ]
         )
-    elapsed = time.perf_counter() - t0
-    print(f"record(): {n} concurrent appends in {elapsed:.2f} s = {n / elapsed:,.0f} appends/s")
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(f"record(): {n} concurrent appends in {elapsed:.2f} s wall = {n / elapsed:,.0f}/s; "
+          f"{cpu:.2f} s CPU of this process = {n / cpu:,.0f} per CPU-second")  # fmt: skip
 
 
-async def build_log(n: int, batch: int = 5000) -> float:
-    t0 = time.perf_counter()
+async def build_log(n: int, batch: int = 5000) -> tuple[float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
     from models.db import get_database
 
     for start in range(0, n, batch):
         async with get_database().session() as session:
             await store.append(session, [_draft(i) for i in range(start, min(n, start + batch))])
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def write_export(path: Path, n: int, signer: signing.Signer) -> None:
@@ -98,33 +100,34 @@ def write_export(path: Path, n: int, signer: signing.Signer) -> None:
 
 
 def hash_baseline(path: Path) -> tuple[float, float]:
-    """Seconds to SHA-256 every entry line (leaves only; leaves plus the tree)."""
-    t0 = time.perf_counter()
+    """CPU seconds to SHA-256 every entry line: (leaf hashes only, leaves plus the tree)."""
+    c0 = time.process_time()
     with path.open("rb") as handle:
         handle.readline()
         leaves = [hashlib.sha256(b"\x00" + line.rstrip(b"\n")).digest() for line in handle]
-    leaves_only = time.perf_counter() - t0
+    leaves_only = time.process_time() - c0
     frontier = merkle.Frontier()
     for leaf in leaves:
         frontier.append(leaf)
     frontier.root()
-    return leaves_only, time.perf_counter() - t0
+    return leaves_only, time.process_time() - c0
 
 
 def bench_verify(tmp: Path, n: int, signer: signing.Signer) -> None:
     path = tmp / "export.jsonl"
     t0 = time.perf_counter()
     write_export(path, n, signer)
-    print(f"export of {n:,} entries written in {time.perf_counter() - t0:.1f} s "
-          f"({path.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
-    leaves_s, tree_s = hash_baseline(path)
-    t0 = time.perf_counter()
+    size_mb = path.stat().st_size / 1e6
+    print(f"export of {n:,} entries written in {time.perf_counter() - t0:.1f} s ({size_mb:.0f} MB)")
+    print(f"load average before verifying: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    leaves_cpu, tree_cpu = hash_baseline(path)
+    t0, c0 = time.perf_counter(), time.process_time()
     report = verify_export(path)
-    verify_s = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert report.ok, report.problem
-    print(f"offline verify of {n:,} entries: {verify_s:.2f} s")
-    print(f"  baseline hashlib, leaf hashes only:  {leaves_s:.2f} s (ratio {verify_s / leaves_s:.2f}x)")
-    print(f"  baseline hashlib, leaves + the tree: {tree_s:.2f} s (ratio {verify_s / tree_s:.2f}x)")
+    print(f"offline verify of {n:,} entries: {wall:.2f} s wall, {cpu:.2f} s CPU")
+    for label, base in (("leaf hashes only", leaves_cpu), ("leaves + tree", tree_cpu)):
+        print(f"  hashlib baseline, {label}: {base:.2f} s CPU, ratio {cpu / base:.2f}x")
 
 
 def proof_sizes(n: int) -> None:
@@ -140,11 +143,11 @@ def proof_sizes(n: int) -> None:
 async def bench_proofs(n: int, samples: int = 500) -> None:
     from models.db import get_database
 
-    build_s = await build_log(n)
+    build_s, build_cpu = await build_log(n)
     print(f"built a {n:,}-entry log with store.append (5000 per transaction) in {build_s:.1f} s "
-          f"= {n / build_s:,.0f} appends/s")  # fmt: skip
+          f"= {n / build_s:,.0f} appends/s ({n / build_cpu:,.0f} per CPU-second)")  # fmt: skip
     rng = random.Random(2)
-    size = (await _size())
+    size = await _size()
     for name, call in (
         ("inclusion", lambda s: audit.get_entry_with_proof(s, seq=rng.randrange(size))),
         ("consistency", lambda s: audit.get_consistency(s, from_size=rng.randrange(1, size))),

@@ -90,12 +90,12 @@ async def current_checkpoint(session: AsyncSession) -> dict[str, Any]:
     return describe(await make_checkpoint())
 
 
-async def _size(session: AsyncSession, tree_size: int | None, field: str) -> int:
+async def _size(session: AsyncSession, tree_size: int | None, field: str, low: int = 1) -> int:
     size = (await store.read_head(session)).size
     if tree_size is None:
         return size
-    if not 1 <= tree_size <= size:
-        raise BadRequest(f"{field} must be 1..{size} (the current tree size)", fields=[field])
+    if not low <= tree_size <= size:
+        raise BadRequest(f"{field} must be {low}..{size} (the current tree size)", fields=[field])
     return tree_size
 
 
@@ -120,12 +120,17 @@ async def get_entry_with_proof(
 
 
 async def get_consistency(
-    session: AsyncSession, *, from_size: int, to_size: int | None = None
+    session: AsyncSession, *, from_size: int | None = None, to_size: int | None = None
 ) -> dict[str, Any]:
-    """An RFC 9162 consistency proof that the tree of ``to_size`` extends that of ``from_size``."""
-    new = await _size(session, to_size, "to_size")
-    if not 1 <= from_size <= new:
-        raise BadRequest(f"from_size must be 1..{new}", fields=["from_size"])
+    """An RFC 9162 consistency proof that the tree of ``to_size`` (default: now) extends that of
+    ``from_size`` (default: the latest signed checkpoint). Size 0, the empty tree, is a prefix
+    of every tree; its proof is empty."""
+    new = await _size(session, to_size, "to_size", low=0)
+    if from_size is None:
+        latest = await store.latest_checkpoint(session)
+        from_size = min(latest.tree_size, new) if latest else 0
+    if not 0 <= from_size <= new:
+        raise BadRequest(f"from_size must be 0..{new}", fields=["from_size"])
     proof, old_root, new_root = await store.consistency(session, from_size, new)
     return {
         "from_size": from_size,

@@ -97,8 +97,10 @@ async def get_checkpoint(session: SessionDep) -> dict[str, Any]:
 @router.get("/audit-log/consistency", response_model=ConsistencyRead)
 async def get_consistency(
     session: SessionDep,
-    from_size: int = Query(ge=1),
-    to_size: int | None = Query(None, ge=1, description="default: the current size"),
+    from_size: int | None = Query(
+        None, ge=0, description="default: the size of the latest signed checkpoint"
+    ),
+    to_size: int | None = Query(None, ge=0, description="default: the current size"),
 ) -> dict[str, Any]:
     """An RFC 9162 consistency proof between two tree sizes."""
     proof = await audit.get_consistency(session, from_size=from_size, to_size=to_size)
@@ -108,14 +110,14 @@ async def get_consistency(
 @router.get(
     "/audit-log/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/x-ndjson": {}}}},
+    responses={200: {"content": {"application/jsonl": {}}}},
 )
 async def export_audit_log() -> StreamingResponse:
     """The whole log as JSON Lines plus its checkpoints, for ``execflow audit verify --export``."""
     checkpoint = await make_checkpoint()
     return StreamingResponse(
         export_lines(checkpoint),
-        media_type="application/x-ndjson",
+        media_type="application/jsonl",
         headers={"Content-Disposition": 'attachment; filename="audit-log.jsonl"'},
     )
 

@@ -163,7 +163,13 @@ async def test_consistency_proof(client: httpx.AsyncClient, make_key, seeded):
         bytes.fromhex(new["root_hash"]),
         [bytes.fromhex(p) for p in body["consistency_proof"]],
     )
-    for params in ({}, {"from_size": 0}, {"from_size": 10**9}, {"from_size": 2, "to_size": 1}):
+    default = (await client.get("/api/audit-log/consistency", headers=auth(key))).json()
+    assert default["to_size"] >= new["tree_size"] and default["from_size"] <= default["to_size"]
+    empty = (
+        await client.get("/api/audit-log/consistency", headers=auth(key), params={"from_size": 0})
+    ).json()
+    assert empty["consistency_proof"] == [] and empty["from_root"] == hashlib.sha256().hexdigest()
+    for params in ({"from_size": -1}, {"from_size": 10**9}, {"from_size": 2, "to_size": 1}):
         response = await client.get("/api/audit-log/consistency", headers=auth(key), params=params)
         assert response.status_code == 400, (params, response.text)
 
