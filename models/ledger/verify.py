@@ -28,6 +28,10 @@ ZERO_HASH = "0" * 64
 _sha256 = hashlib.sha256
 
 
+def _sorted_json(value: object) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 class VerificationError(Exception):
     """A proof, signature or log that does not verify."""
 
@@ -208,7 +212,7 @@ class LogChecker:
         self.size = 0
         self.prev = ZERO_HASH
         self.leaves: list[bytes] | None = None
-        self._edge: list[tuple[int, bytes]] = []  # (height, hash), tallest first
+        self._edge: list[bytes] = []  # complete subtrees on the right edge, tallest first
         self._want = set(want_roots)
         self.roots: dict[int, bytes] = {0: _sha256(b"").digest()} if 0 in self._want else {}
 
@@ -228,19 +232,22 @@ class LogChecker:
             raise EntryError(
                 seq - 1, f"entry {seq - 1} does not hash to the prev_hash recorded by entry {seq}"
             )
-        if canonical_json(entry) != body:
+        # ASCII-only bodies cannot hold the non-BMP keys where orjson's order differs from RFC 8785
+        canonical = _sorted_json(entry) if body.isascii() else canonical_json(entry)
+        if canonical != body:
             raise EntryError(seq, "entry is not in RFC 8785 canonical form")
-        leaf = hash_leaf(body)
+        leaf = _sha256(b"\x00" + body).digest()  # hash_leaf, inlined: this loop is the hot path
         self._push(leaf)
         self.prev = leaf.hex()
         return leaf
 
     def _push(self, leaf: bytes) -> None:
-        # Leaf number ``size`` merges one subtree per trailing one-bit of ``size``.
-        edge, h, merges = self._edge, leaf, (~self.size & (self.size + 1)).bit_length() - 1
-        for _ in range(merges):
-            h = _sha256(b"\x01" + edge.pop()[1] + h).digest()
-        edge.append((merges, h))
+        # Leaf number ``size`` completes one subtree per trailing one-bit of ``size``.
+        edge, h, size = self._edge, leaf, self.size
+        while size & 1:
+            h = _sha256(b"\x01" + edge.pop() + h).digest()
+            size >>= 1
+        edge.append(h)
         self.size += 1
         if self.size in self._want:
             self.roots[self.size] = self.root()
@@ -248,8 +255,8 @@ class LogChecker:
     def root(self) -> bytes:
         if not self._edge:
             return _sha256(b"").digest()
-        h = self._edge[-1][1]
-        for _, left in reversed(self._edge[:-1]):
+        h = self._edge[-1]
+        for left in reversed(self._edge[:-1]):
             h = hash_children(left, h)
         return h
 
