@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     secret_key_path: Path | None = Field(
         default=None, description="Fernet key file for secrets at rest; default data_dir/secret.key"
     )
+    ledger_key_path: Path | None = Field(
+        default=None,
+        description="Ed25519 checkpoint signing key (note format); default data_dir/ledger.key",
+    )
+    ledger_origin: str = Field(
+        default="execflow.local/audit-log",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s+]+$",
+        description="Checkpoint origin line and signing key name",
+    )
+    ledger_checkpoint_interval: float = Field(
+        default=60.0, ge=0, description="Seconds between signed checkpoints (0: on demand only)"
+    )
     outbound_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts/CIDRs outbound requests may reach despite SSRF rules",
@@ -153,6 +167,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'execflow.db'}"
         if self.secret_key_path is None:
             self.secret_key_path = self.data_dir / "secret.key"
+        if self.ledger_key_path is None:
+            self.ledger_key_path = self.data_dir / "ledger.key"
         return self
 
     @property
