@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_CORS_ORIGIN = "https://fluxcybers.polsia.app"
 
@@ -33,6 +33,23 @@ class Settings(BaseSettings):
     )
     queue_backend: Literal["inprocess", "celery"] = "inprocess"
     worker_concurrency: int = Field(default=4, ge=1, le=256)
+    job_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job's lease; a worker renews it, others reclaim it when it lapses",
+    )
+    job_visibility_timeout: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="Celery/Redis visibility timeout; longer than the longest job",
+    )
+    job_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra modules workers import to register job handlers (comma-separated)",
+    )
+    scheduler_enabled: bool = Field(
+        default=True, description="Fire cron schedules from `execflow serve` (in-process backend)"
+    )
     secret_key_path: Path | None = Field(
         default=None, description="Fernet key file for secrets at rest; default data_dir/secret.key"
     )
@@ -41,7 +58,7 @@ class Settings(BaseSettings):
         description="Hosts/CIDRs outbound requests may reach despite SSRF rules",
     )
 
-    @field_validator("cors_origins", "outbound_allowlist", mode="before")
+    @field_validator("cors_origins", "outbound_allowlist", "job_modules", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
