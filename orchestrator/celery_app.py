@@ -27,7 +27,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu import Exchange, Queue
 from sqlalchemy import or_, select, update
 
 from models.db import get_database, init_database, utcnow
@@ -63,7 +63,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
             "socket_timeout": 10,
             "socket_connect_timeout": 5,
         },
-        task_queues=[Queue(queue_name(p, settings)) for p in PRIORITY_ORDER],
+        task_queues=[_queue(queue_name(p, settings)) for p in PRIORITY_ORDER],
         task_default_queue=queue_name("normal", settings),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -79,6 +79,10 @@ def configure(app: Celery, settings: Settings) -> Celery:
     )
     app.execflow_settings = settings  # type: ignore[attr-defined]
     return app
+
+
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 celery_app = Celery("execflow")
@@ -226,7 +230,8 @@ def _on_worker_ready(**_: Any) -> None:
 
     _sweep_stop = p.run(make_event())
     _sweep_future = p.submit(sweep_forever(_sweep_stop))
-    log.info("execflow worker %s ready", worker_name("celery"))
+    # On stdout whatever the log level: scripts and tests wait for this line.
+    print(f"execflow worker {worker_name('celery')} ready", flush=True)
 
 
 @signals.worker_shutdown.connect

@@ -67,6 +67,9 @@ class InProcessQueue:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        # SQLite has one writer: workers of one process take turns claiming instead of
+        # colliding in SQLite's busy handler (which backs off in sleeps of up to 100 ms).
+        self._claim_lock: asyncio.Lock | None = None
 
     def _on_enqueue(self, _job_id: int) -> None:
         self._wake.set()
@@ -83,6 +86,8 @@ class InProcessQueue:
         except Exception:
             log.exception("checking for jobs left running failed")
         jobs.add_dispatcher(self._on_enqueue)
+        if get_database().dialect == "sqlite":
+            self._claim_lock = asyncio.Lock()
         self._stopping = False
         self._tasks = [asyncio.create_task(self._loop()) for _ in range(self.concurrency)]
 
@@ -99,7 +104,11 @@ class InProcessQueue:
     async def _loop(self) -> None:
         while not self._stopping:
             try:
-                job = await claim(worker=self.worker_id)
+                if self._claim_lock is not None:
+                    async with self._claim_lock:
+                        job = await claim(worker=self.worker_id)
+                else:
+                    job = await claim(worker=self.worker_id)
             except Exception:
                 log.exception("claiming a job failed")
                 job = None

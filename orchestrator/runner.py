@@ -60,7 +60,29 @@ async def claim(*, worker: str, job_id: int | None = None) -> Job | None:
     """
     now = utcnow()
     lease = now + dt.timedelta(seconds=lease_seconds())
+    take = {
+        "status": "running",
+        "worker": worker,
+        "started_at": now,
+        "lease_expires_at": lease,
+        "dispatched_at": None,
+        "attempts": Job.attempts + 1,
+    }
     async with get_database().session() as session:
+        if job_id is not None:
+            # The common case (a broker message for a queued job): one UPDATE ... RETURNING.
+            fresh = and_(Job.id == job_id, Job.status == "queued", Job.run_after <= now)
+            job = await session.scalar(
+                update(Job)
+                .where(fresh)
+                .values(**take)
+                .returning(Job)
+                .execution_options(populate_existing=True)
+            )
+            if job is not None:
+                await session.commit()
+                _notify(job_id)
+                return job
         query = select(Job.id, Job.status, Job.cancel_requested, Job.attempts, Job.max_attempts)
         query = query.where(_due(now))
         if job_id is not None:
@@ -88,22 +110,17 @@ async def claim(*, worker: str, job_id: int | None = None) -> Job | None:
                 log.warning(
                     "job %s: lease lapsed, reclaiming it (attempt %s)", candidate, attempts + 1
                 )
-            claimed = await session.execute(
+            claimed = await session.scalar(
                 update(Job)
                 .where(same_state)
-                .values(
-                    status="running",
-                    worker=worker,
-                    started_at=now,
-                    lease_expires_at=lease,
-                    dispatched_at=None,
-                    attempts=Job.attempts + 1,
-                )
+                .values(**take)
+                .returning(Job)
+                .execution_options(populate_existing=True)
             )
-            if claimed.rowcount == 1:  # type: ignore[attr-defined]
+            if claimed is not None:
                 await session.commit()
                 _notify(candidate)
-                return await session.get(Job, candidate, populate_existing=True)
+                return claimed
         await session.commit()
     return None
 

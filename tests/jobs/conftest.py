@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -88,7 +87,7 @@ class Proc:
 
 def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 1) -> Proc:
     proc = Proc(["worker", "--concurrency", str(concurrency), "--loglevel", "INFO"], env, log_path)
-    proc.wait_log("execflow worker")  # logged once its dispatch sweep runs (worker_ready)
+    proc.wait_log("execflow worker celery:")  # printed at worker_ready
     return proc
 
 
@@ -208,5 +207,3 @@ def lines(path: Path) -> list[str]:
 @pytest.fixture
 def files(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     yield lambda name: tmp_path / name
-
-

@@ -143,7 +143,10 @@ async def test_embedded_server_restart_resumes_jobs(
             assert (await wait_status(q, "succeeded")).status == "succeeded"
         assert lines(effects) == [f"job {running}"]
 
-        env = {"EXECFLOW_DATA_DIR": str(settings.data_dir), "EXECFLOW_DATABASE_URL": settings.db_url}
+        env = {
+            "EXECFLOW_DATA_DIR": str(settings.data_dir),
+            "EXECFLOW_DATABASE_URL": settings.db_url,
+        }
         out = await asyncio.to_thread(run_cli, "jobs", "list", "--name", "test.noop", env=env)
         assert out.returncode == 0, out.stderr
         assert all(str(q) in out.stdout for q in queued)

@@ -102,9 +102,7 @@ async def test_bad_schedules_are_refused(database: Database) -> None:
             not s["name"].startswith("bad-") for s in await schedules.list_schedules(session)
         )
     async with database.session() as session:
-        await schedules.create_schedule(
-            session, name="dup", cron="0 * * * *", job_name="test.noop"
-        )
+        await schedules.create_schedule(session, name="dup", cron="0 * * * *", job_name="test.noop")
     async with database.session() as session:
         with pytest.raises(Conflict):
             await schedules.create_schedule(
