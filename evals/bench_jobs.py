@@ -68,7 +68,7 @@ async def _wait_all(ids: list[int], limit_s: float) -> float:
     while time.perf_counter() < deadline:
         if await _count_done(ids) == len(ids):
             return time.perf_counter()
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
     raise TimeoutError(f"{len(ids)} jobs did not all finish within {limit_s}s")
 
 

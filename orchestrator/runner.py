@@ -87,7 +87,13 @@ async def claim(*, worker: str, job_id: int | None = None) -> Job | None:
         query = query.where(_due(now))
         if job_id is not None:
             query = query.where(Job.id == job_id)
-        rows = (await session.execute(query.order_by(Job.priority.desc(), Job.id).limit(8))).all()
+        query = query.order_by(Job.priority.desc(), Job.id)
+        if get_database().dialect == "postgresql":
+            # Concurrent claimers skip each other's candidates instead of queueing on them.
+            query = query.limit(1).with_for_update(skip_locked=True)
+        else:
+            query = query.limit(8)
+        rows = (await session.execute(query)).all()
         for candidate, status, cancel_requested, attempts, max_attempts in rows:
             same_state = and_(Job.id == candidate, _due(now), Job.status == status)
             if status == "running" and (
