@@ -78,6 +78,14 @@ def configure(app: Celery, settings: Settings) -> Celery:
         timezone="UTC",
     )
     app.execflow_settings = settings  # type: ignore[attr-defined]
+    # Reconfiguring (tests, a CLI flag) must not keep publishing through pools made for the
+    # previous broker settings: drop them; they are rebuilt on the next publish.
+    if getattr(app, "_pool", None) is not None:
+        with contextlib.suppress(Exception):
+            app._pool.force_close_all()
+        app._pool = None
+    if "amqp" in app.__dict__:
+        app.amqp._producer_pool = None
     return app
 
 
