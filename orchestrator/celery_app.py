@@ -79,11 +79,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
     )
     app.execflow_settings = settings  # type: ignore[attr-defined]
     # Reconfiguring (tests, a CLI flag) must not keep publishing through pools made for the
-    # previous broker settings: drop them; they are rebuilt on the next publish.
-    if getattr(app, "_pool", None) is not None:
-        with contextlib.suppress(Exception):
-            app._pool.force_close_all()
-        app._pool = None
+    # previous broker settings: drop the app's references; they are rebuilt on next publish.
+    app._pool = None  # not closed: kombu's global producer pools may still share it
     if "amqp" in app.__dict__:
         app.amqp._producer_pool = None
     return app

@@ -91,16 +91,12 @@ def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 1) -> P
     return proc
 
 
-@pytest.fixture(scope="module")
-def module_prefix() -> str:
-    return f"efjobs{uuid.uuid4().hex[:10]}"
-
-
 class Harness:
     """Runs jobs on one backend; ``procs`` are the Celery worker processes, if any."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, redis_url: str = "", prefix: str = "") -> None:
         self.kind = kind
+        self.redis_url, self.prefix = redis_url, prefix
         self.procs: list[Proc] = []
         self.queue: Any = None
         self.dispatcher: Any = None
@@ -112,6 +108,13 @@ class Harness:
             jobs.remove_job_dispatcher(self.dispatcher)
         for proc in self.procs:
             await asyncio.to_thread(proc.stop)
+        if self.procs and self.prefix:  # leave the shared Redis as we found it
+            import redis.asyncio as aioredis
+
+            client = aioredis.Redis.from_url(self.redis_url)
+            async for key in client.scan_iter(match=f"{self.prefix}*"):
+                await client.delete(key)
+            await client.aclose()
 
 
 async def start_harness(
@@ -124,7 +127,7 @@ async def start_harness(
     workers: int = 1,
     concurrency: int = 1,
 ) -> Harness:
-    harness = Harness(kind)
+    harness = Harness(kind, redis_url, prefix)
     if kind == "inprocess":
         from orchestrator.queue import InProcessQueue
 
@@ -158,11 +161,11 @@ async def harness(
     settings: Settings,
     database: Database,
     redis_url: str,
-    module_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Harness]:
+    prefix = f"efjobs{uuid.uuid4().hex[:10]}"  # per harness: no message crosses databases
     h = await start_harness(
-        str(request.param), settings, redis_url, module_prefix, tmp_path_factory.mktemp("w")
+        str(request.param), settings, redis_url, prefix, tmp_path_factory.mktemp("w")
     )
     try:
         yield h
