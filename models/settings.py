@@ -37,6 +37,23 @@ class Settings(BaseSettings):
     )
     queue_backend: Literal["inprocess", "celery"] = "inprocess"
     worker_concurrency: int = Field(default=4, ge=1, le=256)
+    job_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job's lease; a worker renews it, others reclaim it when it lapses",
+    )
+    job_visibility_timeout: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="Celery/Redis visibility timeout; longer than the longest job",
+    )
+    job_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra modules workers import to register job handlers (comma-separated)",
+    )
+    scheduler_enabled: bool = Field(
+        default=True, description="Fire cron schedules from `execflow serve` (in-process backend)"
+    )
     secret_key_path: Path | None = Field(
         default=None, description="Fernet key file for secrets at rest; default data_dir/secret.key"
     )
@@ -136,7 +153,9 @@ class Settings(BaseSettings):
     )
     agent_max_steps: int = Field(default=12, ge=1, le=100, description="Tool calls per task")
 
-    @field_validator("cors_origins", "outbound_allowlist", "webhook_retry_schedule", mode="before")
+    @field_validator(
+        "cors_origins", "outbound_allowlist", "webhook_retry_schedule", "job_modules", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
