@@ -71,7 +71,8 @@ CONSISTENCY = [
 SCRIPT = """
 async ([leaves, roots, inclusion, consistency]) => {
   const M = await import('/console/static/merkle.js');
-  const out = {roots: [], inclusion: [], inclusionMutated: [], consistency: [], consistencyMutated: []};
+  const out = {roots: [], inclusion: [], inclusionMutated: [],
+               consistency: [], consistencyMutated: []};
   const leafHashes = [];
   for (const l of leaves) leafHashes.push(await M.leafHash(M.unhex(l)));
   // root of the first n leaves, recomputed the RFC way (split at the largest power of two < n)
@@ -80,7 +81,9 @@ async ([leaves, roots, inclusion, consistency]) => {
     let k = 1; while (k * 2 < hs.length) k *= 2;
     return M.nodeHash(await root(hs.slice(0, k)), await root(hs.slice(k)));
   }
-  for (let n = 1; n <= leaves.length; n++) out.roots.push(M.hex(await root(leafHashes.slice(0, n))));
+  for (let n = 1; n <= leaves.length; n++) {
+    out.roots.push(M.hex(await root(leafHashes.slice(0, n))));
+  }
   for (const [i, n, proof] of inclusion) {
     const p = proof.map(M.unhex), r = M.unhex(roots[n - 1]);
     out.inclusion.push(await M.verifyInclusion(i, n, leafHashes[i], p, r));
@@ -99,7 +102,8 @@ async ([leaves, roots, inclusion, consistency]) => {
       await M.verifyConsistency(m, n, a, b, p.slice(1)),
       await M.verifyConsistency(m - 1, n, a, b, p));
   }
-  out.canonical = M.canonicalJSON({b: [1, "é", {z: null, a: true}], a: 1e21, "\\u00e9": 0.5, "a\\u0000": 1});
+  out.canonical = M.canonicalJSON(
+    {b: [1, "é", {z: null, a: true}], a: 1e21, "\\u00e9": 0.5, "a\\u0000": 1});
   return out;
 }
 """
