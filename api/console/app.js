@@ -4,7 +4,7 @@ import { verifyEntry } from "./merkle.js";
 
 const RANK = { read: 0, write: 1, admin: 2 };
 const $ = (id) => document.getElementById(id);
-const state = { me: null, panel: "chat", taskStream: null, timers: [] };
+const state = { me: null, panel: "chat", taskStream: null, currentTask: null, timers: [] };
 
 // ---- small DOM helpers -------------------------------------------------------------------
 function el(tag, attrs = {}, ...children) {
@@ -144,45 +144,69 @@ function say(kind, ...content) {
   return item;
 }
 
-function describeEvent(ev) {
-  const d = typeof ev.data === "object" && ev.data ? ev.data : { text: ev.data };
-  const kind = d.type || d.kind || ev.event;
-  if (d.approval || kind === "approval_requested") {
-    return approvalCard(d.approval || d);
+// One SSE event from /api/agents/tasks/{id}/events: `step` (route, message, tool_call,
+// approval, final, error), `status` and `end`.
+const seenSteps = new Set();
+
+async function describeEvent(ev) {
+  const d = typeof ev.data === "object" && ev.data ? ev.data : { content: ev.data };
+  if (ev.event === "status") return say("system", `Status: ${d.status}`);
+  if (ev.event === "end") return say("system", `Task ${d.status}.`);
+  if (d.id !== undefined) {
+    if (seenSteps.has(d.id)) return null;
+    seenSteps.add(d.id);
   }
-  if (kind === "routed" || kind === "routing" || d.agent_type && d.reason) {
-    return say("system", `Routed to the ${d.agent_type || d.agent} agent`, d.reason ? ` — ${d.reason}` : "");
+  switch (d.kind) {
+    case "route":
+      return say("system", `Routed to the ${d.agent} agent`, d.content ? ` — ${d.content}` : "");
+    case "message":
+      return d.content ? say("agent", d.content) : null;
+    case "tool_call":
+      return say("tool", el("strong", {}, d.tool), " ", el("code", {}, fmt(d.args ?? {})),
+        d.status ? el("span", { class: "hint" }, ` (${d.status})`) : null,
+        d.result ? el("pre", {}, JSON.stringify(d.result, null, 1)) : null);
+    case "approval":
+      if (d.status === "pending") return showPendingApproval(d);
+      return say("system", `Approval for ${d.tool}: ${d.status}`);
+    case "final":
+      return say("agent", d.content || "Done.");
+    case "error":
+      return say("error", d.content);
+    default:
+      return d.content ? say("system", d.content) : null;
   }
-  if (d.tool || kind === "tool_call" || kind === "tool_result") {
-    return say("tool", el("strong", {}, d.tool || d.name || "tool"), " ",
-      el("code", {}, fmt(d.args ?? d.arguments ?? {})),
-      d.result !== undefined ? el("pre", {}, fmt(d.result)) : null,
-      d.error ? el("p", { class: "error" }, d.error) : null);
-  }
-  if (d.answer || d.final_answer || kind === "final" || kind === "completed") {
-    return say("agent", d.answer || d.final_answer || d.message || "Done.");
-  }
-  if (d.status) return say("system", `Status: ${d.status}${d.error ? ` — ${d.error}` : ""}`);
-  if (d.content || d.text) return say("agent", d.content || d.text);
-  return null;
+}
+
+async function showPendingApproval(step) {
+  const pending = listOf(await api("GET", "/api/agents/approvals"));
+  const approval = pending.find((a) => a.task_id === state.currentTask && a.tool === step.tool);
+  if (!approval) return say("system", `Approval for ${step.tool} is no longer pending.`);
+  return say("approval", approvalCard(approval));
 }
 
 async function openTask(taskId) {
   if (state.taskStream) state.taskStream.abort();
+  seenSteps.clear();
+  state.currentTask = Number(taskId);
   $("conversation").replaceChildren();
   showPanel("chat");
   try {
     const task = await api("GET", `/api/agents/tasks/${taskId}`);
     const t = task.task || task;
     say("user", t.task || "");
-    if (t.agent_type) say("system", `Agent: ${t.agent_type}${t.routing_reason ? ` — ${t.routing_reason}` : ""}`);
+
   } catch (err) {
     say("error", err.message);
     return;
   }
   const controller = new AbortController();
   state.taskStream = controller;
-  stream(`/api/agents/tasks/${taskId}/events`, describeEvent, controller.signal).catch((err) => {
+  // Render events in arrival order even though rendering an approval awaits the API.
+  let rendering = Promise.resolve();
+  const onEvent = (ev) => {
+    rendering = rendering.then(() => describeEvent(ev)).catch((e) => say("error", e.message));
+  };
+  stream(`/api/agents/tasks/${taskId}/events`, onEvent, controller.signal).catch((err) => {
     if (err.name !== "AbortError") say("error", err.message);
   });
 }
@@ -239,9 +263,7 @@ function approvalCard(approval) {
     el("p", {}, `Task #${approval.task_id} wants to run `, el("code", {}, approval.tool), ". ",
       approval.expires_at ? countdown(approval.expires_at) : ""),
     argsBox, comment, buttons, status);
-  return state.panel === "chat" && !$("panel-chat").hidden && approval.task_id !== undefined
-    ? say("approval", card)
-    : card;
+  return card;
 }
 
 async function approvalsView() {
