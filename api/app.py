@@ -13,9 +13,11 @@ import pkgutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import ModuleType
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 
 import api.routers
 from api.errors import install_error_handlers
@@ -36,6 +38,23 @@ def router_modules() -> list[ModuleType]:
         if hasattr(module, "router") or hasattr(module, "root_router"):
             found.append(module)
     return found
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents validation errors as 422; ExecFlow answers 400, as the reference says."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                if isinstance(operation, dict):
+                    operation.get("responses", {}).pop("422", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def create_app(
@@ -83,6 +102,7 @@ def create_app(
         docs_url="/api/docs",
         redoc_url=None,
     )
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     install_error_handlers(app)

@@ -41,7 +41,12 @@ def _wrk(url: str, key: str | None, seconds: int, connections: int) -> dict[str,
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p50_ms": pct("50"), "p99_ms": pct("99"), "errors": float(non2xx.group(1)) if non2xx else 0.0}
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "errors": float(non2xx.group(1)) if non2xx else 0.0,
+    }
 
 
 def _httpx(url: str, key: str | None, seconds: int, connections: int) -> dict[str, float]:
@@ -58,14 +63,21 @@ def _httpx(url: str, key: str | None, seconds: int, connections: int) -> dict[st
 
     async def main() -> float:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        async with httpx.AsyncClient(headers=headers, limits=httpx.Limits(max_connections=connections)) as c:
+        async with httpx.AsyncClient(
+            headers=headers, limits=httpx.Limits(max_connections=connections)
+        ) as c:
             t0 = time.monotonic()
             await asyncio.gather(*(worker(c, t0 + seconds) for _ in range(connections)))
             return time.monotonic() - t0
 
     elapsed = asyncio.run(main())
     qs = statistics.quantiles(latencies, n=100)
-    return {"rps": len(latencies) / elapsed, "p50_ms": qs[49], "p99_ms": qs[98], "errors": float(errors)}
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": qs[49],
+        "p99_ms": qs[98],
+        "errors": float(errors),
+    }
 
 
 def measure(url: str, key: str | None, seconds: int, connections: int) -> dict[str, float]:
@@ -84,11 +96,27 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="bench-api-"))
     env = {"EXECFLOW_DATA_DIR": str(data), "EXECFLOW_LOG_LEVEL": "WARNING"}
     if not args.no_redis:
-        env.update(EXECFLOW_REDIS_URL="redis://127.0.0.1:6379/0", EXECFLOW_REDIS_PREFIX=f"bench{uuid.uuid4().hex[:6]}")
+        env.update(
+            EXECFLOW_REDIS_URL="redis://127.0.0.1:6379/0",
+            EXECFLOW_REDIS_PREFIX=f"bench{uuid.uuid4().hex[:6]}",
+        )
     # Enterprise key with a rate far above what the load can reach: the limiter runs on every
     # request (and sets headers) but never refuses, so both sides serve the same 200 body.
-    created = run_cli("keys", "create", "--name", "bench", "--scope", "read", "--plan", "enterprise",
-                      "--rate", "100000000", "--burst", "100000000", env=env)
+    created = run_cli(
+        "keys",
+        "create",
+        "--name",
+        "bench",
+        "--scope",
+        "read",
+        "--plan",
+        "enterprise",
+        "--rate",
+        "100000000",
+        "--burst",
+        "100000000",
+        env=env,
+    )
     if created.returncode != 0:
         sys.exit(created.stderr)
     key = created.stdout.strip().splitlines()[-1]
@@ -98,8 +126,18 @@ def main() -> None:
 
     port = free_port()
     bare_proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "evals.bare_app:app", "--port", str(port), "--log-level", "warning"],
-        env=execflow_env({}), cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "evals.bare_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=execflow_env({}),
+        cwd=ROOT,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/servers")
@@ -109,9 +147,15 @@ def main() -> None:
         bare_proc.wait()
 
     limiter = "in-process" if args.no_redis else "Redis"
-    print(f"load: {'wrk' if shutil.which('wrk') else 'httpx'}, {args.connections} connections, {args.seconds}s each, one uvicorn process per side")
+    tool = "wrk" if shutil.which("wrk") else "httpx"
+    print(
+        f"load: {tool}, {args.connections} connections, {args.seconds}s per side, one uvicorn each"
+    )
     for name, r in (("bare FastAPI route", bare), (f"full stack ({limiter} rate limit)", full)):
-        print(f"{name:<34} {r['rps']:>9.0f} req/s   p50 {r['p50_ms']:6.2f} ms   p99 {r['p99_ms']:6.2f} ms   non-2xx {r['errors']:.0f}")
+        print(
+            f"{name:<34} {r['rps']:>9.0f} req/s   p50 {r['p50_ms']:6.2f} ms   "
+            f"p99 {r['p99_ms']:6.2f} ms   non-2xx {r['errors']:.0f}"
+        )
     print(f"full stack / bare throughput: {full['rps'] / bare['rps']:.2f}")
 
 

@@ -48,7 +48,18 @@ def test_full_bucket_reset_time() -> None:
     assert "Retry-After" not in headers
 
 
-async def test_headers_on_every_authenticated_response(client: httpx.AsyncClient, make_key) -> None:
+@pytest.fixture
+def frozen_limiter(app):
+    """The app's limiter on a clock that stands still, so refills never race the test."""
+    original = app.state.limiter
+    app.state.limiter = MemoryLimiter(Clock())
+    yield app.state.limiter
+    app.state.limiter = original
+
+
+async def test_headers_on_every_authenticated_response(
+    client: httpx.AsyncClient, make_key, frozen_limiter
+) -> None:
     key = await make_key("read", plan="starter")
     first = await client.get("/api/servers", headers=auth(key))
     second = await client.get("/api/servers", headers=auth(key))
@@ -56,12 +67,14 @@ async def test_headers_on_every_authenticated_response(client: httpx.AsyncClient
     assert int(first.headers["x-ratelimit-remaining"]) == 119
     assert int(second.headers["x-ratelimit-remaining"]) == 118
     reset = int(first.headers["x-ratelimit-reset"])
-    assert time.time() - 1 <= reset <= time.time() + 61
+    assert reset == 1_000_001  # the frozen clock plus one 0.6 s interval, rounded up
     forbidden = await client.post("/api/keys", headers=auth(key), json={})
     assert forbidden.status_code == 403
 
 
-async def test_starter_plan_refuses_the_121st_request(client: httpx.AsyncClient, make_key) -> None:
+async def test_starter_plan_refuses_the_121st_request(
+    client: httpx.AsyncClient, make_key, frozen_limiter
+) -> None:
     key = await make_key("read", plan="starter")
     statuses = [
         (await client.get("/api/servers", headers=auth(key))).status_code for _ in range(121)
