@@ -49,8 +49,10 @@ async def test_quarantine_approved_in_the_card_then_verified(
     await page.get_by_label("Action").fill("quarantine")
     await page.get_by_role("button", name="Filter").click()
     await page.wait_for_function(  # the filtered table has replaced the unfiltered one
-        """() => { const rows = [...document.querySelectorAll('#audit tbody tr')];
-                   return rows.length > 0 && rows.every(r => r.children[2].textContent === 'quarantine'); }"""
+        """() => {
+          const rows = [...document.querySelectorAll('#audit tbody tr')];
+          return rows.length > 0 && rows.every((r) => r.children[2].textContent === 'quarantine');
+        }"""
     )
     row = page.locator("#audit tr", has_text="203.0.113.45").first
     await row.get_by_role("button", name="Verify").click()
