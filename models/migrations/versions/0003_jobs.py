@@ -1,7 +1,7 @@
 """jobs: leases, dispatch bookkeeping and change stamps on jobs; the schedules table.
 
 Revision ID: 0003_jobs
-Revises: 0001_platform
+Revises: 0002_ledger
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0003_jobs"
-down_revision = "0001_platform"
+down_revision = "0002_ledger"
 branch_labels = None
 depends_on = None
 

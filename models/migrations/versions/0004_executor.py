@@ -1,7 +1,7 @@
 """Executor: playbooks registered from YAML files and their runs.
 
 Revision ID: 0004_executor
-Revises: 0001_platform
+Revises: 0003_jobs
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0004_executor"
-down_revision = "0001_platform"
+down_revision = "0003_jobs"
 branch_labels = None
 depends_on = None
 

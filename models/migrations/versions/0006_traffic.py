@@ -1,7 +1,7 @@
 """Traffic plane: VaultShield rules, change version and statistics; eShield threats, quarantines.
 
 Revision ID: 0006_traffic
-Revises: 0001_platform
+Revises: 0005_webhooks
 """
 
 import datetime as dt
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0006_traffic"
-down_revision = "0001_platform"
+down_revision = "0005_webhooks"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Agents: tasks, their steps, approvals and agent schedules.
 
 Revision ID: 0008_agents
-Revises: 0001_platform
+Revises: 0006_traffic
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0008_agents"
-down_revision = "0001_platform"
+down_revision = "0006_traffic"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Sentry V: monitor state, probe results, incidents and incident timelines.
 
 Revision ID: 0009_sentry
-Revises: 0001_platform
+Revises: 0008_agents
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0009_sentry"
-down_revision = "0001_platform"
+down_revision = "0008_agents"
 branch_labels = None
 depends_on = None
 
