@@ -30,14 +30,21 @@ async def _post(client: httpx.AsyncClient, h: dict[str, str], **body: Any) -> in
     return int(data["task_id"])
 
 
-async def _ledger_actions(task_id: int) -> list[str]:
-    async with session_scope() as s:
-        rows = await s.execute(
-            select(AuditEntry.action)
-            .where(AuditEntry.target == f"agent_task:{task_id}")
-            .order_by(AuditEntry.seq)
-        )
-        return list(rows.scalars())
+async def _ledger_actions(task_id: int, *, until: str | None = None) -> list[str]:
+    """The task's ledger actions; with ``until``, wait (bounded) for that action to be appended:
+    the task's status is written just before its closing ledger entry."""
+    for _ in range(100):
+        async with session_scope() as s:
+            rows = await s.execute(
+                select(AuditEntry.action)
+                .where(AuditEntry.target == f"agent_task:{task_id}")
+                .order_by(AuditEntry.seq)
+            )
+            actions = list(rows.scalars())
+        if until is None or until in actions:
+            break
+        await asyncio.sleep(0.1)
+    return actions
 
 
 async def test_validation_errors(client: httpx.AsyncClient, make_key: Any) -> None:
@@ -71,7 +78,7 @@ async def test_read_only_task_runs_and_is_recorded(
     assert call["tool"] == "list_incidents" and call["status"] == "completed"
     assert call["args"] == {"status": "open", "severity": "critical"}
     assert len(call["result_sha256"]) == 64
-    actions = await _ledger_actions(task_id)
+    actions = await _ledger_actions(task_id, until="agent_task_completed")
     assert actions[0] == "agent_task_created"
     assert "agent_tool_call" in actions and actions[-1] == "agent_task_completed"
     r = await client.get("/api/agents/tasks?status=succeeded&agent_type=analysis", headers=h)
