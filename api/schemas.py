@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict
+
+# Row ids are INTEGER primary keys: int4 on PostgreSQL, 64-bit on SQLite. A larger path id can
+# name no row, and passing it to the driver fails (asyncpg: out of int32 range; sqlite3:
+# OverflowError) as a 500, so every id path parameter is bounded here: beyond it is a 400.
+MAX_ID = 2**31 - 1
+
+
+def id_path(description: str | None = None) -> Any:
+    """``Path(ge=1, le=MAX_ID)``: the declaration for every ``/{something_id}`` parameter."""
+    return Path(ge=1, le=MAX_ID, description=description)
 
 
 class Ok(BaseModel):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import Path, Query
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import Ok, id_path
 from models import servers as server_repo
 from models.errors import NotFound
 
@@ -67,7 +67,7 @@ async def list_servers(
 
 
 @router.get("/servers/{server_id}", response_model=ServerOne)
-async def get_server(session: SessionDep, server_id: int = Path(ge=1)) -> ServerOne:
+async def get_server(session: SessionDep, server_id: int = id_path("Server id")) -> ServerOne:
     """One server."""
     server = await server_repo.get_server(session, server_id)
     if server is None:
