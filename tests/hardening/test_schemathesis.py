@@ -97,7 +97,7 @@ def _fuzz(
             case.validate_response(
                 response, checks=[not_a_server_error, response_schema_conformance]
             )
-        except Exception as exc:  # schemathesis raises a group of failures
+        except (Exception, BaseExceptionGroup) as exc:  # schemathesis: a FailureGroup
             body = {"query": case.query, "body": case.body}
             failures.append(f"{label}: {str(exc)[:600]} sent={json.dumps(body, default=str)[:300]}")
 
@@ -105,7 +105,7 @@ def _fuzz(
         run()
     except Unsatisfiable:
         pass  # nothing to negate (an operation without parameters or body)
-    except Exception as exc:  # a check failure hypothesis re-raised: keep going, report all
+    except (Exception, BaseExceptionGroup) as exc:  # a failure hypothesis re-raised: report all
         failures.append(
             f"{operation.method.upper()} {operation.path} [{scope}, {mode.value}]: {str(exc)[:600]}"
         )
@@ -150,3 +150,49 @@ async def test_unknown_and_malformed_paths_have_error_shape(
     response = await asyncio.to_thread(call)
     assert 400 <= response.status_code < 500
     assert error_shape_problem(response) is None
+
+
+ODD_IDS = ["0", "-1", str(2**31), str(2**63), str(2**64 + 1), "abc", "1e3", "1.5", "%00", "9" * 40]
+
+
+async def test_odd_path_ids_are_client_errors(
+    served: tuple[str, Path], make_key: KeyFactory
+) -> None:
+    """Deterministic boundaries hypothesis may miss: every integer path parameter of every
+    operation, given zero, negatives, values past int32/int64 and non-numbers: never a 5xx."""
+    base, _log = served
+    admin = await make_key("admin", name="odd-ids")
+    document = await asyncio.to_thread(
+        lambda: requests.get(f"{base}/api/openapi.json", timeout=30).json()
+    )
+    problems: list[str] = []
+    probes = 0
+
+    def probe(method: str, path: str) -> None:
+        nonlocal probes
+        kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {admin}"}, "timeout": 30}
+        if method in ("post", "put", "patch"):
+            kwargs["json"] = {}
+        response = requests.request(method.upper(), base + path, **kwargs)
+        probes += 1
+        if response.status_code >= 500 or response.status_code < 400:
+            problems.append(f"{method.upper()} {path} -> {response.status_code}")
+        elif problem := error_shape_problem(response):
+            problems.append(f"{method.upper()} {path} -> {response.status_code}: {problem}")
+
+    for template, item in document["paths"].items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or operation.get("x-stream"):
+                continue
+            params = [p for p in operation.get("parameters", []) if p.get("in") == "path"]
+            ints = [p["name"] for p in params if p.get("schema", {}).get("type") == "integer"]
+            for name in ints:
+                for odd in ODD_IDS:
+                    path = template
+                    for p in params:
+                        path = path.replace(
+                            "{" + p["name"] + "}", odd if p["name"] == name else "1"
+                        )
+                    await asyncio.to_thread(probe, method, path)
+    assert probes, "no operation with an integer path parameter in the document"
+    assert not problems, "\n".join(problems[:40])
