@@ -31,11 +31,11 @@ API_PREFIXES = ("/api", "/api/v1")
 
 
 def router_modules() -> list[ModuleType]:
-    """Every module in ``api.routers`` that defines a ``router``, in name order."""
+    """Every module in ``api.routers`` that defines a ``router`` or ``root_router``, by name."""
     found = []
     for info in sorted(pkgutil.iter_modules(api.routers.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"api.routers.{info.name}")
-        if hasattr(module, "router"):
+        if hasattr(module, "router") or hasattr(module, "root_router"):
             found.append(module)
     return found
 
@@ -122,7 +122,7 @@ def create_app(
     )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in modules:
-        for prefix in API_PREFIXES:
+        for prefix in API_PREFIXES if hasattr(module, "router") else ():
             app.include_router(module.router, prefix=prefix, include_in_schema=prefix == "/api")
         if hasattr(module, "root_router"):
             app.include_router(module.root_router)

@@ -37,12 +37,56 @@ class Settings(BaseSettings):
     )
     queue_backend: Literal["inprocess", "celery"] = "inprocess"
     worker_concurrency: int = Field(default=4, ge=1, le=256)
+    job_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job's lease; a worker renews it, others reclaim it when it lapses",
+    )
+    job_visibility_timeout: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="Celery/Redis visibility timeout; longer than the longest job",
+    )
+    job_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Extra modules workers import to register job handlers (comma-separated)",
+    )
+    scheduler_enabled: bool = Field(
+        default=True, description="Fire cron schedules from `execflow serve` (in-process backend)"
+    )
     secret_key_path: Path | None = Field(
         default=None, description="Fernet key file for secrets at rest; default data_dir/secret.key"
+    )
+    ledger_key_path: Path | None = Field(
+        default=None,
+        description="Ed25519 checkpoint signing key (note format); default data_dir/ledger.key",
+    )
+    ledger_origin: str = Field(
+        default="execflow.local/audit-log",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\s+]+$",
+        description="Checkpoint origin line and signing key name",
+    )
+    ledger_checkpoint_interval: float = Field(
+        default=60.0, ge=0, description="Seconds between signed checkpoints (0: on demand only)"
     )
     outbound_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts/CIDRs outbound requests may reach despite SSRF rules",
+    )
+    # VaultShield (traffic plane, docs/traffic.md)
+    vaultshield_pow_difficulty: int = Field(
+        default=16, ge=1, le=32, description="Leading zero bits a challenge answer needs"
+    )
+    vaultshield_geoip_path: Path | None = Field(
+        default=None, description="IP-to-country data for geo_block: an .mmdb or a CSV of ranges"
+    )
+    vaultshield_shield_rate_per_minute: int = Field(
+        default=60, ge=1, description="Per-client limit while a site is in shield mode"
+    )
+    vaultshield_poll_seconds: float = Field(
+        default=0.25, gt=0, le=60, description="How often proxies poll the rule version"
     )
 
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
@@ -72,7 +116,46 @@ class Settings(BaseSettings):
         default=True, description="Run the webhook dispatcher inside `execflow serve`"
     )
 
-    @field_validator("cors_origins", "outbound_allowlist", "webhook_retry_schedule", mode="before")
+    # executor (issue 4)
+    playbooks_dir: Path | None = Field(
+        default=None, description="Extra playbook YAML directory, loaded beside the shipped ones"
+    )
+    server_probe_interval: float = Field(
+        default=300.0, ge=0, description="Seconds between server status probes; 0 disables them"
+    )
+    command_deny_patterns: list[str] = Field(
+        default_factory=list, description="Extra regexes the command policy refuses (a JSON list)"
+    )
+    ssh_handshakes_per_host: int = Field(
+        default=8, ge=1, le=100, description="Concurrent SSH handshakes per host (sshd MaxStartups)"
+    )
+    exec_max_output_bytes: int = Field(
+        default=65_536, ge=1024, description="Cap on stdout and on stderr kept per execution"
+    )
+
+    # sentry (issue 8)
+    sentry_scheduler: bool = Field(
+        default=True, description="Run the Sentry V probe scheduler inside `execflow serve`"
+    )
+    sentry_concurrency: int = Field(default=20, ge=1, le=1000, description="Concurrent probes")
+
+    # agents (issue 9)
+    llm_backend: Literal["local", "openai"] = Field(
+        default="local", description="Agents' chat model: offline local model or OpenAI-compatible"
+    )
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint (key: EXECFLOW_LLM_API_KEY)"
+    )
+    llm_model: str | None = Field(default=None, description="Model name at llm_base_url")
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    agent_approval_ttl_seconds: int = Field(
+        default=900, ge=1, description="Pending agent approvals expire (as rejected) after this"
+    )
+    agent_max_steps: int = Field(default=12, ge=1, le=100, description="Tool calls per task")
+
+    @field_validator(
+        "cors_origins", "outbound_allowlist", "webhook_retry_schedule", "job_modules", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -103,6 +186,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'execflow.db'}"
         if self.secret_key_path is None:
             self.secret_key_path = self.data_dir / "secret.key"
+        if self.ledger_key_path is None:
+            self.ledger_key_path = self.data_dir / "ledger.key"
         return self
 
     @property

@@ -12,7 +12,7 @@ from api.deps import CurrentKey, RequestId, SessionDep
 from api.keys import create_api_key, revoke_api_key
 from api.routing import ADMIN_ONLY, make_router
 from api.schemas import Ok, id_path
-from models.keys import list_keys
+from models.keys import ApiKey, list_keys
 
 router = make_router(tags=["keys"])
 
@@ -67,6 +67,18 @@ async def create_key(
         session, **body.model_dump(), actor=principal.actor, request_id=request_id
     )
     return KeyCreated(key=key, api_key=KeyRead.model_validate(row))
+
+
+class KeyMe(Ok):
+    api_key: KeyRead
+
+
+@router.get("/keys/me", response_model=KeyMe)
+async def get_own_key(session: SessionDep, principal: CurrentKey) -> KeyMe:
+    """The calling key's own record (any scope): name, scope, plan, prefix."""
+    row = await session.get(ApiKey, principal.key_id)
+    assert row is not None  # authenticated a moment ago
+    return KeyMe(api_key=KeyRead.model_validate(row))
 
 
 @router.get("/keys", openapi_extra=ADMIN_ONLY, response_model=KeyList)

@@ -1,23 +1,37 @@
-"""The audit ledger: every state-changing action, from any entry point, appends one entry.
+"""The audit ledger: a tamper-evident Merkle transparency log (RFC 9162, C2SP tlog-checkpoint).
 
-``record`` is the one function every part of the system calls. This first version keeps a
-SHA-256 hash chain in a single table; the Merkle transparency log (issue 3) replaces the
-storage behind the same signature.
+``record`` is the one function every part of the system calls. Each entry is RFC 8785 canonical
+JSON (``canonical``), hashed into an RFC 9162 tree whose complete subtrees are stored as they
+are completed (``merkle``, ``store``); signed checkpoints commit to the tree (``checkpoints``);
+``verify`` checks all of it offline. Concurrent ``record`` calls in one process share one
+transaction (group commit); processes are serialised by the ledger head row.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import hashlib
-import json
+import functools
+import re
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import String, Text, func, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import func, select
 
-from models.db import Base, JSONType, get_database, utcnow
+from models.db import get_database, utcnow
+from models.ledger import store
+from models.ledger.canonical import normalise
+from models.ledger.store import AuditEntry, Draft
+
+__all__ = [
+    "REDACTED",
+    "AuditEntry",
+    "count_entries",
+    "entries_after",
+    "entry_dict",
+    "record",
+    "redact",
+]
 
 REDACTED = "[REDACTED]"
 _SECRET_WORDS = (
@@ -28,39 +42,65 @@ _SECRET_WORDS = (
     "api_key",
     "authorization",
     "passphrase",
+    "credential",
 )
+MAX_BATCH = 5000
 
 
-class AuditEntry(Base):
-    __tablename__ = "audit_log"
+_SECRET_KEY = re.compile("|".join(_SECRET_WORDS), re.IGNORECASE)
 
-    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    ts: Mapped[dt.datetime] = mapped_column(index=True)
-    action: Mapped[str] = mapped_column(String(64), index=True)
-    actor: Mapped[str] = mapped_column(String(200))
-    server_id: Mapped[int | None] = mapped_column(index=True, default=None)
-    target: Mapped[str | None] = mapped_column(String(512), default=None)
-    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    entry_hash: Mapped[str] = mapped_column(String(64))
-    body: Mapped[str] = mapped_column(Text)
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
 
 
 def redact(value: Any) -> Any:
     """A copy of ``value`` with every secret-looking field replaced by ``[REDACTED]``."""
     if isinstance(value, Mapping):
-        return {
-            str(k): REDACTED if any(w in str(k).lower() for w in _SECRET_WORDS) else redact(v)
-            for k, v in value.items()
-        }
+        return {str(k): REDACTED if _is_secret(str(k)) else redact(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
 
 
-_lock = asyncio.Lock()
+class _GroupCommit:
+    """Appends from one event loop: whoever holds the lock writes everything queued so far."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Draft, asyncio.Future[int]]] = []
+        self.lock = asyncio.Lock()
+
+    async def submit(self, draft: Draft) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.pending.append((draft, future))
+        while not future.done():
+            async with self.lock:
+                if not future.done():
+                    batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+                    await self._write(batch)
+        return future.result()
+
+    @staticmethod
+    async def _write(batch: list[tuple[Draft, asyncio.Future[int]]]) -> None:
+        try:
+            async with get_database().session() as session:
+                seqs = await store.append(session, [draft for draft, _ in batch])
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else RuntimeError("ledger append aborted")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), seq in zip(batch, seqs, strict=True):
+            future.set_result(seq)
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _GroupCommit] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def record(
@@ -74,42 +114,21 @@ async def record(
     request_id: str | None = None,
 ) -> int:
     """Append one entry and return its sequence number once it is durably stored."""
-    async with _lock, get_database().session() as session:
-        last = (
-            await session.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
-        ).scalar()
-        seq = 0 if last is None else last.seq + 1
-        prev_hash = "0" * 64 if last is None else last.entry_hash
-        entry = {
-            "seq": seq,
-            "ts": utcnow().isoformat().replace("+00:00", "Z"),
-            "action": action,
-            "actor": actor,
-            "server_id": server_id,
-            "target": target,
-            "params": redact(dict(params or {})),
-            "result": redact(dict(result or {})),
-            "request_id": request_id,
-            "prev_hash": prev_hash,
-        }
-        body = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        session.add(
-            AuditEntry(
-                seq=seq,
-                ts=dt.datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")),
-                action=action,
-                actor=actor,
-                server_id=server_id,
-                target=target,
-                params=entry["params"],
-                result=entry["result"],
-                request_id=request_id,
-                prev_hash=prev_hash,
-                entry_hash=hashlib.sha256(b"\x00" + body.encode()).hexdigest(),
-                body=body,
-            )
-        )
-    return seq
+    draft = Draft(
+        ts=utcnow(),
+        action=str(action),
+        actor=str(actor),
+        server_id=None if server_id is None else int(server_id),
+        target=None if target is None else str(target),
+        params=normalise(redact(dict(params or {}))),
+        result=normalise(redact(dict(result or {}))),
+        request_id=None if request_id is None else str(request_id),
+    )
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = _GroupCommit()
+    return await writer.submit(draft)
 
 
 async def count_entries() -> int:
@@ -120,18 +139,9 @@ async def count_entries() -> int:
 
 
 def entry_dict(row: AuditEntry) -> dict[str, Any]:
-    """An entry as plain data (what webhooks and exports see)."""
-    return {
-        "seq": row.seq,
-        "ts": row.ts.isoformat().replace("+00:00", "Z"),
-        "action": row.action,
-        "actor": row.actor,
-        "server_id": row.server_id,
-        "target": row.target,
-        "params": row.params,
-        "result": row.result,
-        "request_id": row.request_id,
-    }
+    """An entry as plain data, exactly the object its leaf hash covers (what webhooks,
+    exports and the API see)."""
+    return store.entry_of(row)
 
 
 async def entries_after(seq: int, *, limit: int = 500) -> list[dict[str, Any]]:

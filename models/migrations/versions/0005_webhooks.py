@@ -1,7 +1,7 @@
 """Webhooks: endpoints, deliveries, attempts and the ledger cursor.
 
 Revision ID: 0005_webhooks
-Revises: 0001_platform
+Revises: 0004_executor
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0005_webhooks"
-down_revision = "0001_platform"
+down_revision = "0004_executor"
 branch_labels = None
 depends_on = None
 
