@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import orchestrator.tasks as tasks_service
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok, id_path
+from api.schemas import MAX_ID, Ok, id_path
 from models.agent_tasks import FINAL_TASK_STATES, TASK_STATES, AgentApproval, AgentStep, AgentTask
 from models.db import session_scope
 
@@ -39,7 +39,7 @@ class TaskCreate(BaseModel):
     task: str = Field(min_length=1, max_length=4000)
     agent_type: Literal["security", "remediation", "analysis"] | None = None
     priority: Literal["low", "normal", "high", "critical"] = "normal"
-    server_id: int | None = Field(default=None, ge=1)
+    server_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     autonomy: Autonomy | None = None
 
 
@@ -164,7 +164,7 @@ async def list_tasks(
     agent_type: Literal["security", "remediation", "analysis"] | None = None,
     priority: Literal["low", "normal", "high", "critical"] | None = None,
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> TaskList:
     """Tasks, newest first, filtered by status, agent and priority."""
     rows, total = await tasks_service.list_tasks(
@@ -210,7 +210,7 @@ async def task_events(
     request: Request,
     session: SessionDep,
     task_id: int = id_path(),
-    after: int = Query(default=0, ge=0, description="Resume after this step id"),
+    after: int = Query(default=0, ge=0, le=MAX_ID, description="Resume after this step id"),
 ) -> StreamingResponse:
     """Server-Sent Events: each step as it happens, status changes, then ``end``."""
     await tasks_service.get_task(session, task_id)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok, id_path
+from api.schemas import MAX_ID, Ok, id_path
 from tools import playbooks
 
 router = make_router(tags=["playbooks"])
@@ -41,7 +41,9 @@ class PlaybookOne(Ok):
 class PlaybookRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    server_id: int | None = Field(default=None, ge=1, description="Required if server-specific")
+    server_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="Required if server-specific"
+    )
     dry_run: bool = Field(default=False, description="Validate and render without executing")
     params: dict[str, Any] = Field(default_factory=dict, description="Playbook parameters")
 

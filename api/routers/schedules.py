@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routers.agents import Autonomy
 from api.routing import make_router
-from api.schemas import Ok, id_path
+from api.schemas import MAX_ID, Ok, id_path
 from orchestrator import schedules as service
 
 router = make_router(tags=["schedules"])
@@ -39,7 +39,7 @@ class ScheduleCreate(BaseModel):
     playbook: str | None = Field(default=None, max_length=200)
     params: dict[str, Any] | None = None
     agent_type: Literal["security", "remediation", "analysis"] | None = None
-    server_id: int | None = Field(default=None, ge=1)
+    server_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     priority: Literal["low", "normal", "high", "critical"] = "normal"
     autonomy: Autonomy | None = None
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok, id_path
+from api.schemas import Ok, RowId, id_path
 from models import servers as server_repo
 from models.settings import get_settings
 from tools import executor, servers
@@ -82,7 +82,7 @@ class ExecuteRequest(BaseModel):
 
 
 class FanoutRequest(ExecuteRequest):
-    server_ids: list[int] | None = Field(default=None, max_length=1000)
+    server_ids: list[RowId] | None = Field(default=None, max_length=1000)
     tag: str | None = Field(default=None, max_length=100)
     concurrency: int = Field(default=50, ge=1, le=200)
 

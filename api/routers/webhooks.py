@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok, id_path
+from api.schemas import MAX_ID, Ok, id_path
 from models.settings import get_settings
 from tools.webhooks import service
 from tools.webhooks.dispatcher import Dispatcher
@@ -226,7 +226,7 @@ async def list_deliveries(
     webhook_id: int = WebhookId,
     status: Literal["pending", "delivered", "failed"] | None = Query(default=None),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> DeliveryList:
     """The delivery log: every event sent, its attempts, status codes, latency and errors."""
     rows = await service.list_deliveries(
