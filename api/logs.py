@@ -10,6 +10,18 @@ from typing import Any
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
+# Libraries that log SQL parameters or raw protocol data at DEBUG/INFO: API key hashes, Fernet
+# tokens, webhook signatures. They stay at WARNING whatever EXECFLOW_LOG_LEVEL says, so no log
+# line ever carries key material (tests/hardening/test_auth_adversarial.py scans for it).
+QUIET_LOGGERS = (
+    "aiosqlite",
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "asyncpg",
+    "httpcore",
+    "hpack",
+)
+
 
 class JsonFormatter(logging.Formatter):
     converter = time.gmtime  # type: ignore[assignment]
@@ -37,3 +49,5 @@ def configure_logging(fmt: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("uvicorn.access").disabled = True  # our middleware logs each request
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

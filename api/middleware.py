@@ -80,7 +80,13 @@ class RequestContextMiddleware:
                     extra += [
                         (k.lower().encode(), v.encode()) for k, v in decision.headers().items()
                     ]
-                message["headers"] = list(message.get("headers", [])) + extra
+                current = list(message.get("headers", []))
+                names = {k.lower(): v for k, v in current}
+                if names.get(b"content-type", b"").startswith(b"text/event-stream") and (
+                    b"x-accel-buffering" not in names
+                ):
+                    extra.append((b"x-accel-buffering", b"no"))  # a reverse proxy must not buffer
+                message["headers"] = current + extra
             await send(message)
 
         try:
@@ -131,5 +137,6 @@ class RequestContextMiddleware:
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 2),
                 "key_id": getattr(principal, "key_id", None),
+                "client": (scope.get("client") or (None,))[0],
             },
         )

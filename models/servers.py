@@ -9,6 +9,7 @@ from sqlalchemy import String, Text, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from models.crypto import encrypted_column
 from models.db import Base, JSONType, utcnow
 
 
@@ -41,3 +42,6 @@ async def list_servers(session: AsyncSession, *, tag: str | None = None) -> list
 
 async def get_server(session: AsyncSession, server_id: int) -> Server | None:
     return await session.get(Server, server_id)
+
+
+encrypted_column(Server.credential_encrypted)

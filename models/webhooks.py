@@ -12,6 +12,7 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from models.crypto import encrypted_column
 from models.db import Base, JSONType, utcnow
 
 
@@ -87,3 +88,7 @@ class WebhookCursor(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column()
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+encrypted_column(WebhookEndpoint.secret_encrypted)
+encrypted_column(WebhookEndpoint.previous_secret_encrypted)

@@ -10,14 +10,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 import orchestrator.tasks as tasks_service
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok, id_path
 from models.agent_tasks import FINAL_TASK_STATES, TASK_STATES, AgentApproval, AgentStep, AgentTask
 from models.db import session_scope
 
@@ -39,7 +39,7 @@ class TaskCreate(BaseModel):
     task: str = Field(min_length=1, max_length=4000)
     agent_type: Literal["security", "remediation", "analysis"] | None = None
     priority: Literal["low", "normal", "high", "critical"] = "normal"
-    server_id: int | None = Field(default=None, ge=1)
+    server_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     autonomy: Autonomy | None = None
 
 
@@ -164,7 +164,7 @@ async def list_tasks(
     agent_type: Literal["security", "remediation", "analysis"] | None = None,
     priority: Literal["low", "normal", "high", "critical"] | None = None,
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> TaskList:
     """Tasks, newest first, filtered by status, agent and priority."""
     rows, total = await tasks_service.list_tasks(
@@ -179,7 +179,7 @@ async def list_tasks(
 
 
 @router.get("/agents/tasks/{task_id}", response_model=TaskDetail)
-async def get_task(session: SessionDep, task_id: int = Path(ge=1)) -> TaskDetail:
+async def get_task(session: SessionDep, task_id: int = id_path()) -> TaskDetail:
     """A task with its chosen agent and why, every step, approvals and the final answer."""
     row = await tasks_service.get_task(session, task_id)
     steps = await tasks_service.task_steps(session, task_id)
@@ -193,7 +193,7 @@ async def get_task(session: SessionDep, task_id: int = Path(ge=1)) -> TaskDetail
 
 @router.post("/agents/tasks/{task_id}/cancel", response_model=TaskCancelled)
 async def cancel_task(
-    key: CurrentKey, request_id: RequestId, task_id: int = Path(ge=1)
+    key: CurrentKey, request_id: RequestId, task_id: int = id_path()
 ) -> TaskCancelled:
     """Cancel a queued, running or waiting task."""
     row = await tasks_service.cancel_task(task_id, actor=key.actor, request_id=request_id)
@@ -209,8 +209,8 @@ def _sse(event: str, data: Any, event_id: int | None = None) -> str:
 async def task_events(
     request: Request,
     session: SessionDep,
-    task_id: int = Path(ge=1),
-    after: int = Query(default=0, ge=0, description="Resume after this step id"),
+    task_id: int = id_path(),
+    after: int = Query(default=0, ge=0, le=MAX_ID, description="Resume after this step id"),
 ) -> StreamingResponse:
     """Server-Sent Events: each step as it happens, status changes, then ``end``."""
     await tasks_service.get_task(session, task_id)
@@ -258,7 +258,7 @@ async def list_approvals(session: SessionDep) -> ApprovalList:
 
 
 @router.get("/agents/approvals/{approval_id}", response_model=ApprovalDecided)
-async def get_approval(session: SessionDep, approval_id: int = Path(ge=1)) -> ApprovalDecided:
+async def get_approval(session: SessionDep, approval_id: int = id_path()) -> ApprovalDecided:
     """One approval, pending or decided."""
     row = await session.get(AgentApproval, approval_id)
     if row is None:
@@ -270,7 +270,7 @@ async def get_approval(session: SessionDep, approval_id: int = Path(ge=1)) -> Ap
 
 @router.post("/agents/approvals/{approval_id}", response_model=ApprovalDecided)
 async def decide(
-    body: Decision, key: CurrentKey, request_id: RequestId, approval_id: int = Path(ge=1)
+    body: Decision, key: CurrentKey, request_id: RequestId, approval_id: int = id_path()
 ) -> ApprovalDecided:
     """Approve, reject or edit (with args) a pending call."""
     row = await tasks_service.decide_approval(

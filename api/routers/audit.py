@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok
 from models.ledger.checkpoints import export_lines, make_checkpoint
 from tools import audit
 
@@ -69,9 +69,9 @@ class EntryProofRead(Ok):
 async def list_audit_log(
     session: SessionDep,
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     action: str | None = Query(None, max_length=64),
-    server_id: int | None = Query(None),
+    server_id: int | None = Query(None, ge=1, le=MAX_ID),
     from_: str | None = Query(None, alias="from", description="ISO 8601 start"),
     to: str | None = Query(None, description="ISO 8601 end"),
 ) -> dict[str, Any]:
@@ -98,9 +98,9 @@ async def get_checkpoint(session: SessionDep) -> dict[str, Any]:
 async def get_consistency(
     session: SessionDep,
     from_size: int | None = Query(
-        None, ge=0, description="default: the size of the latest signed checkpoint"
+        None, ge=0, le=MAX_ID, description="default: the size of the latest signed checkpoint"
     ),
-    to_size: int | None = Query(None, ge=0, description="default: the current size"),
+    to_size: int | None = Query(None, ge=0, le=MAX_ID, description="default: the current size"),
 ) -> dict[str, Any]:
     """An RFC 9162 consistency proof between two tree sizes."""
     proof = await audit.get_consistency(session, from_size=from_size, to_size=to_size)
@@ -125,8 +125,8 @@ async def export_audit_log() -> StreamingResponse:
 @router.get("/audit-log/{seq}", response_model=EntryProofRead)
 async def get_entry(
     session: SessionDep,
-    seq: int = Path(ge=0),
-    tree_size: int | None = Query(None, ge=1, description="default: the current size"),
+    seq: int = Path(ge=0, le=MAX_ID),
+    tree_size: int | None = Query(None, ge=1, le=MAX_ID, description="default: the current size"),
 ) -> dict[str, Any]:
     """One entry with its leaf hash and inclusion proof."""
     return {

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from fastapi import Path, Query, Response
+from fastapi import Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok, id_path
 from models.db import session_scope
 from models.errors import Forbidden
 from tools import eshield
@@ -130,7 +130,7 @@ async def list_threats(
     session: SessionDep,
     type: Literal["ip", "cidr", "domain", "hash"] | None = Query(default=None),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> ThreatList:
     """The active threat feed: IPs, networks, domains and file hashes flagged as malicious."""
     return ThreatList(
@@ -193,7 +193,7 @@ async def list_quarantines(
     session: SessionDep,
     status: Literal["active", "released", "expired", "all"] = Query(default="active"),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> QuarantineList:
     """Quarantines in force (or, with ``status``, past ones)."""
     result = await eshield.list_quarantines(session, status=status, limit=limit, offset=offset)
@@ -204,7 +204,7 @@ async def list_quarantines(
 
 @router.delete("/eshield/quarantine/{quarantine_id}", response_model=QuarantineOne)
 async def release(
-    session: SessionDep, key: CurrentKey, request_id: RequestId, quarantine_id: int = Path(ge=1)
+    session: SessionDep, key: CurrentKey, request_id: RequestId, quarantine_id: int = id_path()
 ) -> QuarantineOne:
     """Release a quarantine (admin)."""
     row = await eshield.release_quarantine(

@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok, id_path
 from models import ledger
 from models import schedules as schedule_repo
 from models.settings import get_settings
@@ -92,7 +92,7 @@ async def list_jobs(
     ),
     name: str | None = Query(default=None, max_length=100),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> JobList:
     """List jobs, newest first."""
     rows = await job_service.list_jobs(
@@ -108,7 +108,7 @@ async def list_jobs(
 async def list_schedules(
     session: SessionDep,
     limit: int = Query(default=100, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> ScheduleList:
     """The cron schedules that enqueue jobs (read-only; managed under /api/schedules)."""
     rows = await schedule_repo.list_schedules(session, limit=limit, offset=offset)
@@ -122,7 +122,9 @@ async def list_schedules(
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def job_events(
-    job_id: int | None = Query(default=None, ge=1, description="Follow one job until it ends"),
+    job_id: int | None = Query(
+        default=None, ge=1, le=MAX_ID, description="Follow one job until it ends"
+    ),
     name: str | None = Query(default=None, max_length=100),
     max_seconds: float | None = Query(
         default=None, gt=0, le=86400, description="End the stream after this many seconds"
@@ -164,14 +166,14 @@ def _frame(job: dict[str, Any]) -> str:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOne)
-async def get_job(session: SessionDep, job_id: int = Path(ge=1)) -> JobOne:
+async def get_job(session: SessionDep, job_id: int = id_path()) -> JobOne:
     """One job: status, progress, result or error, timestamps."""
     return JobOne(job=JobRead(**await job_service.get_job(session, job_id=job_id)))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOne)
 async def cancel_job(
-    session: SessionDep, key: CurrentKey, request_id: RequestId, job_id: int = Path(ge=1)
+    session: SessionDep, key: CurrentKey, request_id: RequestId, job_id: int = id_path()
 ) -> JobOne:
     """Cancel a queued job, or ask a running one to stop (409 JOB_FINISHED if it has ended)."""
     job = await job_service.cancel_job(session, job_id=job_id)

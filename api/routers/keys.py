@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from fastapi import Path, Request
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.keys import create_api_key, revoke_api_key
 from api.routing import ADMIN_ONLY, make_router
-from api.schemas import Ok
+from api.schemas import Ok, id_path
 from models.keys import ApiKey, list_keys
 
 router = make_router(tags=["keys"])
@@ -93,7 +93,7 @@ async def delete_key(
     session: SessionDep,
     principal: CurrentKey,
     request_id: RequestId,
-    key_id: int = Path(ge=1),
+    key_id: int = id_path("API key id"),
 ) -> KeyRevoked:
     """Revoke a key; it is refused from the next request on."""
     row = await revoke_api_key(session, key_id=key_id, actor=principal.actor, request_id=request_id)

@@ -6,12 +6,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Path
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok, id_path
 from tools import playbooks
 
 router = make_router(tags=["playbooks"])
@@ -41,7 +41,9 @@ class PlaybookOne(Ok):
 class PlaybookRunRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    server_id: int | None = Field(default=None, ge=1, description="Required if server-specific")
+    server_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="Required if server-specific"
+    )
     dry_run: bool = Field(default=False, description="Validate and render without executing")
     params: dict[str, Any] = Field(default_factory=dict, description="Playbook parameters")
 
@@ -80,13 +82,13 @@ async def list_playbooks(session: SessionDep) -> PlaybookList:
 
 
 @router.get("/playbooks/runs/{run_id}", response_model=PlaybookRunRead)
-async def get_playbook_run(session: SessionDep, run_id: int = Path(ge=1)) -> PlaybookRunRead:
+async def get_playbook_run(session: SessionDep, run_id: int = id_path()) -> PlaybookRunRead:
     """A run's status and per-step results (including rollbacks)."""
     return PlaybookRunRead(**await playbooks.get_run(session, run_id=run_id))
 
 
 @router.get("/playbooks/{playbook_id}", response_model=PlaybookOne)
-async def get_playbook(session: SessionDep, playbook_id: int = Path(ge=1)) -> PlaybookOne:
+async def get_playbook(session: SessionDep, playbook_id: int = id_path()) -> PlaybookOne:
     """One playbook with its parameter schema and steps."""
     view = await playbooks.get_playbook(session, playbook=playbook_id)
     return PlaybookOne(playbook=PlaybookRead(**view))
@@ -98,7 +100,7 @@ async def run_playbook(
     session: SessionDep,
     key: CurrentKey,
     request_id: RequestId,
-    playbook_id: int = Path(ge=1),
+    playbook_id: int = id_path(),
 ) -> PlaybookRunAccepted:
     """Run a playbook (queued; follow it at /playbooks/runs/{run_id}) or dry-run it."""
     result = await playbooks.run_playbook(

@@ -9,13 +9,13 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import FastAPI, Path
+from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routers.agents import Autonomy
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok, id_path
 from orchestrator import schedules as service
 
 router = make_router(tags=["schedules"])
@@ -39,7 +39,7 @@ class ScheduleCreate(BaseModel):
     playbook: str | None = Field(default=None, max_length=200)
     params: dict[str, Any] | None = None
     agent_type: Literal["security", "remediation", "analysis"] | None = None
-    server_id: int | None = Field(default=None, ge=1)
+    server_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     priority: Literal["low", "normal", "high", "critical"] = "normal"
     autonomy: Autonomy | None = None
 
@@ -108,7 +108,7 @@ async def list_schedules(session: SessionDep) -> ScheduleList:
 
 
 @router.get("/schedules/{schedule_id}", response_model=ScheduleOne)
-async def get_schedule(session: SessionDep, schedule_id: int = Path(ge=1)) -> ScheduleOne:
+async def get_schedule(session: SessionDep, schedule_id: int = id_path()) -> ScheduleOne:
     """One schedule."""
     return ScheduleOne(
         schedule=ScheduleRead.model_validate(await service.get_schedule(session, schedule_id))
@@ -117,7 +117,7 @@ async def get_schedule(session: SessionDep, schedule_id: int = Path(ge=1)) -> Sc
 
 @router.delete("/schedules/{schedule_id}", response_model=ScheduleDeleted)
 async def delete_schedule(
-    session: SessionDep, key: CurrentKey, request_id: RequestId, schedule_id: int = Path(ge=1)
+    session: SessionDep, key: CurrentKey, request_id: RequestId, schedule_id: int = id_path()
 ) -> ScheduleDeleted:
     """Delete a schedule (admin)."""
     await service.delete_schedule(session, schedule_id, actor=key.actor, request_id=request_id)

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok, id_path
 from models.settings import get_settings
 from tools import sentry
 
@@ -51,7 +51,7 @@ class ShieldModeRead(Ok):
 
 
 @router.get("/sentry/health/{site_id}", response_model=HealthRead)
-async def get_site_health(session: SessionDep, site_id: int = Path(ge=1)) -> HealthRead:
+async def get_site_health(session: SessionDep, site_id: int = id_path()) -> HealthRead:
     """Current health score, threat level, and 24-hour prediction for a monitored site."""
     return HealthRead(**await sentry.get_site_health(session, site_id=site_id))
 
@@ -62,8 +62,10 @@ async def list_incidents(
     status: str = Query(default="all", description="open, resolved or all"),
     severity: str | None = Query(default=None, description="critical, high, medium or low"),
     limit: int = Query(default=50, ge=1, le=200),
-    offset: int = Query(default=0, ge=0),
-    site_id: int | None = Query(default=None, ge=1, description="Only this site's incidents"),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
+    site_id: int | None = Query(
+        default=None, ge=1, le=MAX_ID, description="Only this site's incidents"
+    ),
 ) -> IncidentList:
     """Incidents with severity, timeline and resolution status, newest first. Paginated."""
     page = await sentry.list_incidents(

@@ -9,13 +9,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import Ok, RowId, id_path
 from models import servers as server_repo
 from models.settings import get_settings
 from tools import executor, servers
@@ -82,7 +82,7 @@ class ExecuteRequest(BaseModel):
 
 
 class FanoutRequest(ExecuteRequest):
-    server_ids: list[int] | None = Field(default=None, max_length=1000)
+    server_ids: list[RowId] | None = Field(default=None, max_length=1000)
     tag: str | None = Field(default=None, max_length=100)
     concurrency: int = Field(default=50, ge=1, le=200)
 
@@ -165,7 +165,7 @@ async def execute_fanout(
 
 
 @router.get("/servers/{server_id}", response_model=ServerOne)
-async def get_server(session: SessionDep, server_id: int = Path(ge=1)) -> ServerOne:
+async def get_server(session: SessionDep, server_id: int = id_path("Server id")) -> ServerOne:
     """One server."""
     return ServerOne(server=ServerRead(**await servers.get_server(session, server_id=server_id)))
 
@@ -173,7 +173,7 @@ async def get_server(session: SessionDep, server_id: int = Path(ge=1)) -> Server
 @router.get("/servers/{server_id}/status", response_model=ServerStatus)
 async def get_server_status(
     session: SessionDep,
-    server_id: int = Path(ge=1),
+    server_id: int = id_path(),
     refresh: bool = Query(default=False, description="Probe the server now"),
 ) -> ServerStatus:
     """Status (online/offline/unknown), last contact and facts from the latest probe."""
@@ -187,7 +187,7 @@ async def update_server(
     session: SessionDep,
     key: CurrentKey,
     request_id: RequestId,
-    server_id: int = Path(ge=1),
+    server_id: int = id_path(),
 ) -> ServerOne:
     """Change a server; a new credential or host key closes its pooled connections."""
     view = await servers.update_server(
@@ -202,7 +202,7 @@ async def update_server(
 
 @router.delete("/servers/{server_id}", response_model=Deleted)
 async def delete_server(
-    session: SessionDep, key: CurrentKey, request_id: RequestId, server_id: int = Path(ge=1)
+    session: SessionDep, key: CurrentKey, request_id: RequestId, server_id: int = id_path()
 ) -> Deleted:
     """Remove a server (admin)."""
     gone = await servers.delete_server(
@@ -217,7 +217,7 @@ async def execute_command(
     session: SessionDep,
     key: CurrentKey,
     request_id: RequestId,
-    server_id: int = Path(ge=1),
+    server_id: int = id_path(),
 ) -> ExecResult:
     """Execute a command; logged to the audit trail whether it runs, is refused or fails."""
     result = await executor.execute_command(
@@ -237,7 +237,7 @@ async def execute_stream(
     session: SessionDep,
     key: CurrentKey,
     request_id: RequestId,
-    server_id: int = Path(ge=1),
+    server_id: int = id_path(),
 ) -> StreamingResponse:
     """The same execution as Server-Sent Events: `stdout`/`stderr` events carry one line each,
     then one `result` (the execute body) or `error` ({code, message}) event ends the stream."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import Ok, id_path
 from tools import sites as site_service
 
 router = make_router(tags=["sites"])
@@ -77,7 +76,7 @@ async def create_site(
 
 
 @router.get("/sites/{site_id}", response_model=SiteOne)
-async def get_site(session: SessionDep, site_id: int = Path(ge=1)) -> SiteOne:
+async def get_site(session: SessionDep, site_id: int = id_path()) -> SiteOne:
     """One site."""
     return SiteOne(site=SiteRead(**await site_service.get_site(session, site_id=site_id)))
 
@@ -88,7 +87,7 @@ async def update_site(
     session: SessionDep,
     key: CurrentKey,
     request_id: RequestId,
-    site_id: int = Path(ge=1),
+    site_id: int = id_path(),
 ) -> SiteOne:
     """Change a site (only the fields given)."""
     site = await site_service.update_site(
@@ -103,7 +102,7 @@ async def update_site(
 
 @router.delete("/sites/{site_id}", response_model=SiteOne)
 async def delete_site(
-    session: SessionDep, key: CurrentKey, request_id: RequestId, site_id: int = Path(ge=1)
+    session: SessionDep, key: CurrentKey, request_id: RequestId, site_id: int = id_path()
 ) -> SiteOne:
     """Delete a site and its site-specific rules (admin)."""
     site = await site_service.delete_site(

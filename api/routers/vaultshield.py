@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import Path, Query
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok, id_path
 from tools import vaultshield
 
 router = make_router(tags=["vaultshield"])
@@ -28,7 +28,9 @@ class RuleCreate(BaseModel):
     )
     action: Literal["block", "challenge", "log"] = "block"
     priority: int = Field(default=100, ge=1, le=1_000_000, description="1 = evaluated first")
-    site_id: int | None = Field(default=None, ge=1, description="None: applies to every site")
+    site_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="None: applies to every site"
+    )
 
 
 class RuleRead(BaseModel):
@@ -69,10 +71,10 @@ async def vaultshield_status(session: SessionDep) -> StatusRead:
 @router.get("/vaultshield/rules", response_model=RuleList)
 async def list_rules(
     session: SessionDep,
-    site_id: int | None = Query(default=None, ge=1),
+    site_id: int | None = Query(default=None, ge=1, le=MAX_ID),
     type: RuleType | None = Query(default=None),
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> RuleList:
     """Rules in evaluation order."""
     result = await vaultshield.list_vaultshield_rules(
@@ -94,7 +96,7 @@ async def add_rule(
 
 @router.delete("/vaultshield/rules/{rule_id}", response_model=RuleOne)
 async def delete_rule(
-    session: SessionDep, key: CurrentKey, request_id: RequestId, rule_id: int = Path(ge=1)
+    session: SessionDep, key: CurrentKey, request_id: RequestId, rule_id: int = id_path()
 ) -> RuleOne:
     """Remove a rule (admin)."""
     rule = await vaultshield.delete_vaultshield_rule(

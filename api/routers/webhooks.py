@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from fastapi import FastAPI, Path, Query
+from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
-from api.schemas import Ok
+from api.schemas import MAX_ID, Ok, id_path
 from models.settings import get_settings
 from tools.webhooks import service
 from tools.webhooks.dispatcher import Dispatcher
@@ -128,7 +128,7 @@ class EventTypeList(Ok):
     events: dict[str, str]
 
 
-WebhookId = Path(ge=1, description="Webhook id")
+WebhookId = id_path("Webhook id")
 
 
 @router.get("/webhooks", response_model=WebhookList)
@@ -226,7 +226,7 @@ async def list_deliveries(
     webhook_id: int = WebhookId,
     status: Literal["pending", "delivered", "failed"] | None = Query(default=None),
     limit: int = Query(default=50, ge=1, le=500),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ID),
 ) -> DeliveryList:
     """The delivery log: every event sent, its attempts, status codes, latency and errors."""
     rows = await service.list_deliveries(
@@ -243,7 +243,7 @@ async def redeliver(
     principal: CurrentKey,
     request_id: RequestId,
     webhook_id: int = WebhookId,
-    delivery_id: int = Path(ge=1),
+    delivery_id: int = id_path("Delivery id"),
 ) -> DeliveryOne:
     """Send a delivery again (same event id and body, fresh signature)."""
     delivery = await service.redeliver(

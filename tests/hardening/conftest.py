@@ -1,0 +1,30 @@
+"""Fixtures for the hardening suites: a real ``execflow serve`` on each database backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.settings import Settings
+from tests.support.processes import serve
+
+
+@pytest.fixture(scope="module")
+def served(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """(base URL, log file) of an ``execflow serve`` subprocess on this module's database."""
+    data_dir = tmp_path_factory.mktemp("serve")
+    env = {
+        "EXECFLOW_DATA_DIR": str(data_dir),
+        "EXECFLOW_DATABASE_URL": settings.db_url,
+        "EXECFLOW_LOG_FORMAT": "json",
+        "EXECFLOW_LOG_LEVEL": "DEBUG",
+        "EXECFLOW_AUTH_CACHE_SECONDS": "0",
+        "EXECFLOW_WEBHOOK_DISPATCHER": "false",
+    }
+    with serve(env) as base:
+        port = base.rsplit(":", 1)[1]
+        yield base, data_dir / f"serve-{port}.log"
