@@ -18,7 +18,6 @@ from sqlalchemy import select
 from models.db import Database
 from models.ledger import AuditEntry
 from models.settings import Settings
-from models.sites import Site
 from tests.conftest import auth
 from tests.traffic.conftest import (
     eventually,
@@ -27,7 +26,6 @@ from tests.traffic.conftest import (
     status_of,
     visitor,
 )
-from tools.vaultshield import publish_rules_changed
 
 ALLOWED_NET = "127.0.11.0/24"
 
@@ -285,10 +283,14 @@ async def test_manual_release(client: httpx.AsyncClient, admin: dict[str, str], 
     assert (await client.delete(f"/api/eshield/quarantine/{qid}", headers=admin)).status_code == 404
 
 
-async def test_shield_mode(database: Database, proxy: Any) -> None:
-    """Shield mode (set by Sentry V): everyone off the allow-list must pass the challenge."""
+async def test_shield_mode(
+    client: httpx.AsyncClient, admin: dict[str, str], database: Database, proxy: Any
+) -> None:
+    """Shield mode through Sentry V's route: everyone off the allow-list must pass the
+    challenge in the running proxy (propagation time is measured in evals/bench_shield.py),
+    and the change is audited."""
     base, site_id = proxy["base"], proxy["site"]["id"]
-    await _set_shield(database, site_id, True)
+    await _set_shield(client, admin, site_id, True)
     try:
         await wait_status(base, "127.0.17.1", 403)
         assert await status_of(base, "127.0.11.3") == 200  # allow-listed
@@ -296,8 +298,16 @@ async def test_shield_mode(database: Database, proxy: Any) -> None:
             assert (await pass_challenge(c)).status_code == 303
             assert (await c.get("/")).status_code == 200
     finally:
-        await _set_shield(database, site_id, False)
+        await _set_shield(client, admin, site_id, False)
     await wait_status(base, "127.0.17.1", 200)
+    async with database.session() as session:
+        rows = await session.execute(
+            select(AuditEntry.params).where(
+                AuditEntry.action == "shield_mode_changed", AuditEntry.target == f"site:{site_id}"
+            )
+        )
+        changes = [p.get("enabled") for p in rows.scalars()]
+    assert changes[-2:] == [True, False], changes
 
 
 async def test_status_aggregates_proxy_statistics(
@@ -326,10 +336,11 @@ async def _is(awaitable: Any, expected: int) -> bool:
     return bool(await awaitable == expected)
 
 
-async def _set_shield(database: Database, site_id: int, enabled: bool) -> None:
-    """What the Sentry V helper's POST /api/sentry/shield-mode does."""
-    async with database.session() as session:
-        site = await session.get(Site, site_id)
-        assert site is not None
-        site.shield_mode = enabled
-    await publish_rules_changed()
+async def _set_shield(
+    client: httpx.AsyncClient, headers: dict[str, str], site_id: int, enabled: bool
+) -> None:
+    response = await client.post(
+        "/api/sentry/shield-mode", json={"site_id": site_id, "enabled": enabled}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["shield_mode"] is enabled and response.json()["propagated"] is True
