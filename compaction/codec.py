@@ -109,7 +109,7 @@ def decompress_image(bitstream: bytes) -> np.ndarray:
             rgb = avif_decode(payload)
             if head["flags"] & FLAG_RESTORE:
                 rgb = restore.restore(rgb, head["quality"])
-    except (ValueError, OSError, AssertionError, struct.error) as exc:
+    except (ValueError, OSError, RuntimeError, AssertionError, struct.error) as exc:
         raise CorruptBitstream(f"bitstream does not decode: {exc}") from exc
     if rgb.shape[:2] != (head["height"], head["width"]):
         raise CorruptBitstream("decoded size does not match the header")

@@ -1,5 +1,5 @@
 """Video: the compact form is H.264 (libx264, CRF bisected to the quality target) or,
-for quality_target 100, FFV1 in RGB (lossless). Quality is scored per frame (PSNR, SSIM,
+for quality_target 100, FFV1 in RGB (bgr0, lossless). Quality is scored per frame (PSNR, SSIM,
 MS-SSIM) and with VMAF from the libvmaf-enabled ffmpeg inside ``imageio-ffmpeg`` when present.
 """
 
@@ -25,7 +25,7 @@ def encode_video(frames: list[np.ndarray], fps: float, *, crf: int | None) -> by
     with av.open(buf, "w", format="matroska" if crf is None else "mp4") as box:
         if crf is None:
             stream = box.add_stream("ffv1", rate=round(fps) or 25)
-            stream.pix_fmt = "gbrp"
+            stream.pix_fmt = "bgr0"
         else:
             stream = box.add_stream(
                 "libx264", rate=round(fps) or 25, options={"crf": str(crf), "preset": "medium"}
