@@ -282,8 +282,8 @@ async def rehydrate(
         "bit_exact": pixel_sha == hashes.get("original_pixels_sha256"),
         "matches_certificate": pixel_sha == hashes.get("decoded_pixels_sha256"),
     }
-    row.restored = result
-    await session.flush()
+    await session.commit()  # end the read before writers below take SQLite's write lock
+    await _set(compact_id, restored=result)
     await ledger.record(
         "compact_rehydrated",
         actor=actor,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from fastapi.responses import FileResponse
@@ -15,7 +15,7 @@ from models.errors import NotFound
 
 router = make_router(tags=["compactedge"])
 
-CompactIdPath = Path(min_length=1, max_length=40)
+CompactIdPath = Annotated[str, Path(min_length=1, max_length=40)]
 
 
 class CompactCreate(BaseModel):
@@ -60,20 +60,20 @@ async def create_compaction(body: CompactCreate, key: CurrentKey) -> dict[str, A
 
 
 @router.get("/compact/{compact_id}")
-async def get_compaction(session: SessionDep, compact_id: str = CompactIdPath) -> dict[str, Any]:
+async def get_compaction(session: SessionDep, compact_id: CompactIdPath) -> dict[str, Any]:
     """Status, progress, sizes and ratio of one compaction."""
     return _ok(await service.get_compaction(session, compact_id=_checked(compact_id)))
 
 
 @router.get("/compact/{compact_id}/restored", response_class=FileResponse)
-async def get_restored(session: SessionDep, compact_id: str = CompactIdPath) -> FileResponse:
+async def get_restored(session: SessionDep, compact_id: CompactIdPath) -> FileResponse:
     """The restored asset written by the last rehydrate."""
     path, media = await service.restored_file(session, compact_id=_checked(compact_id))
     return FileResponse(path, media_type=media)
 
 
 @router.get("/compact/{compact_id}/rendition", response_class=FileResponse)
-async def get_rendition(session: SessionDep, compact_id: str = CompactIdPath) -> FileResponse:
+async def get_rendition(session: SessionDep, compact_id: CompactIdPath) -> FileResponse:
     """The delivery rendition (a browser-decodable file)."""
     path, media = await service.rendition_file(session, compact_id=_checked(compact_id))
     return FileResponse(path, media_type=media)
@@ -92,12 +92,14 @@ async def rehydrate(
 
 
 @router.get("/integrity/{compact_id}")
-async def get_integrity(session: SessionDep, compact_id: str = CompactIdPath) -> dict[str, Any]:
+async def get_integrity(session: SessionDep, compact_id: CompactIdPath) -> dict[str, Any]:
     """The signed Quality Integrity Certificate, verified against the stored bitstream."""
     return _ok(await service.integrity(session, compact_id=_checked(compact_id)))
 
 
 @router.get("/mobility-score/{asset_id}")
-async def get_mobility_score(session: SessionDep, asset_id: str = CompactIdPath) -> dict[str, Any]:
+async def get_mobility_score(
+    session: SessionDep, asset_id: Annotated[str, Path(min_length=1, max_length=40)]
+) -> dict[str, Any]:
     """The Edge Mobility Score (0-100) with its components."""
     return _ok(await service.mobility_score(session, asset_id=_checked(asset_id)))

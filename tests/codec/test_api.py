@@ -16,8 +16,6 @@ from models.ledger import entries_after
 from tests.codec.images import png_bytes, synthetic
 from tests.conftest import auth
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
 
 async def _wait(client: httpx.AsyncClient, key: str, cid: str) -> dict[str, Any]:
     for _ in range(600):  # bounded: at most ~5 minutes on a loaded machine
