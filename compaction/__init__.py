@@ -1,1 +1,1 @@
-"""compaction."""
+"""CompactEdge: media compaction with a learned codec, lossless restoration and certificates."""

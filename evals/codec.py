@@ -1,0 +1,191 @@
+"""CompactEdge against the codecs people would otherwise use, on images it never trained on.
+
+    python -m evals.codec --images /work/shared/data/kodak [--limit N] [--lossless-limit M]
+
+Prints per-codec mean bits-per-pixel / PSNR / MS-SSIM at each rate point, BD-rates against
+Pillow JPEG (bjontegaard, pchip; PSNR and MS-SSIM in dB, -10 log10(1 - MS-SSIM)), lossless bpp
+(ours, PNG, WebP lossless, JPEG XL effort 7), encode/decode speed of our lossy and lossless
+modes, and the learned restoration's gain over its own AVIF base layer. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bjontegaard as bd
+import imagecodecs
+import numpy as np
+from PIL import Image
+
+from compaction import codec, lossless, metrics, restore
+from compaction.base import avif_decode, avif_encode
+
+Codec = Callable[[np.ndarray, float], bytes]
+
+
+def _pil(fmt: str, **kw: object) -> Callable[[np.ndarray, float], bytes]:
+    def enc(a: np.ndarray, q: float) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, fmt, quality=int(q), **kw)
+        return buf.getvalue()
+
+    return enc
+
+
+def _decode(data: bytes) -> np.ndarray:
+    if data[:2] == b"\xff\x0a" or data[4:8] == b"JXL ":
+        return np.asarray(imagecodecs.jpegxl_decode(data))[..., :3]
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+LOSSY: dict[str, tuple[Codec, list[float]]] = {
+    "jpeg": (_pil("JPEG", optimize=True), [15, 30, 50, 70, 85, 93]),
+    "webp": (_pil("WEBP", method=6), [15, 30, 50, 70, 85, 93]),
+    "avif": (lambda a, q: avif_encode(a, int(q)), [25, 40, 55, 65, 75, 85]),
+    "jxl": (
+        lambda a, d: bytes(imagecodecs.jpegxl_encode(a, distance=d, effort=7)),
+        [6.0, 4.0, 2.5, 1.5, 1.0, 0.6],
+    ),
+}
+OURS_QUALITIES = [25, 40, 55, 65, 75, 85]
+
+
+def _db_msssim(v: float) -> float:
+    return -10 * math.log10(max(1e-10, 1 - v))
+
+
+def _curve(
+    points: list[tuple[float, float, float]],
+) -> tuple[list[float], list[float], list[float]]:
+    pts = sorted(points)
+    return [p[0] for p in pts], [p[1] for p in pts], [_db_msssim(p[2]) for p in pts]
+
+
+def _bd(anchor, test, idx: int) -> float | None:
+    try:
+        return round(
+            float(
+                bd.bd_rate(
+                    anchor[0],
+                    anchor[idx],
+                    test[0],
+                    test[idx],
+                    method="pchip",
+                    require_matching_points=False,
+                    min_overlap=0.0,
+                )
+            ),
+            2,
+        )
+    except Exception as exc:  # non-overlapping curves: say so rather than invent a number
+        print(f"  bd-rate failed: {exc}")
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=Path, required=True)
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N images")
+    parser.add_argument(
+        "--lossless-limit",
+        type=int,
+        default=0,
+        help="lossless figures on the first M images only (decode is slow)",
+    )
+    args = parser.parse_args()
+    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in {".png", ".ppm"})
+    if args.limit:
+        files = files[: args.limit]
+    images = [np.asarray(Image.open(f).convert("RGB")).copy() for f in files]
+    print(f"{len(images)} images from {args.images}")
+    sums: dict[str, np.ndarray] = {}
+    enc_t = dec_t = pixels = 0.0
+    restore_gain = []
+    for rgb in images:
+        n = rgb.shape[0] * rgb.shape[1]
+        for name, (enc, params) in LOSSY.items():
+            rows = []
+            for q in params:
+                data = enc(rgb, q)
+                dec = _decode(data)
+                rows.append([len(data) * 8 / n, metrics.psnr(rgb, dec), metrics.ms_ssim(rgb, dec)])
+            sums[name] = sums.get(name, 0) + np.array(rows)
+        rows = []
+        for q in OURS_QUALITIES:
+            t0 = time.perf_counter()
+            e = codec.encode_lossy(rgb, q)
+            t1 = time.perf_counter()
+            dec = codec.decompress_image(e.bitstream)
+            t2 = time.perf_counter()
+            enc_t, dec_t, pixels = enc_t + t1 - t0, dec_t + t2 - t1, pixels + n
+            rows.append(
+                [len(e.bitstream) * 8 / n, metrics.psnr(rgb, dec), metrics.ms_ssim(rgb, dec)]
+            )
+            base = avif_decode(e.bitstream[16:])
+            restore_gain.append(metrics.psnr(rgb, dec) - metrics.psnr(rgb, base))
+        sums["ours"] = sums.get("ours", 0) + np.array(rows)
+    curves = {k: _curve([tuple(r) for r in v / len(images)]) for k, v in sums.items()}
+    for name, (rates, psnrs, ms) in curves.items():
+        print(
+            f"{name:5s} "
+            + "  ".join(
+                f"{r:.3f}bpp/{p:.2f}dB/{m:.2f}dB-ms"
+                for r, p, m in zip(rates, psnrs, ms, strict=True)
+            )
+        )
+    bd_psnr = {k: _bd(curves["jpeg"], curves[k], 1) for k in ("ours", "webp", "avif", "jxl")}
+    bd_ms = {k: _bd(curves["jpeg"], curves[k], 2) for k in ("ours", "webp", "avif", "jxl")}
+    loaded = restore.load_restorer()
+    print(
+        f"restoration gain over its AVIF base: mean {np.mean(restore_gain):+.3f} dB "
+        f"(weights {loaded[1] if loaded else 'none'})"
+    )
+
+    lossless_imgs = images[: args.lossless_limit] if args.lossless_limit else images
+    ll: dict[str, float] = {"ours": 0.0, "png": 0.0, "webp": 0.0, "jxl": 0.0}
+    l_enc = l_dec = l_px = 0.0
+    for rgb in lossless_imgs:
+        n = rgb.shape[0] * rgb.shape[1]
+        t0 = time.perf_counter()
+        data = lossless.encode(rgb)
+        t1 = time.perf_counter()
+        assert np.array_equal(lossless.decode(data), rgb), "lossless mode not exact"
+        t2 = time.perf_counter()
+        l_enc, l_dec, l_px = l_enc + t1 - t0, l_dec + t2 - t1, l_px + n
+        ll["ours"] += len(data) * 8 / n
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "PNG", optimize=True)
+        ll["png"] += len(buf.getvalue()) * 8 / n
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "WEBP", lossless=True, quality=100, method=6)
+        ll["webp"] += len(buf.getvalue()) * 8 / n
+        ll["jxl"] += len(imagecodecs.jpegxl_encode(rgb, lossless=True, effort=7)) * 8 / n
+    ll = {k: round(v / len(lossless_imgs), 3) for k, v in ll.items()}
+    print(
+        f"lossless bpp on {len(lossless_imgs)} images: {ll}; ours encode "
+        f"{l_px / l_enc / 1e6:.3f} MP/s, decode {l_px / l_dec / 1e6:.3f} MP/s"
+    )
+    summary = {
+        "bd_rate_psnr_vs_jpeg": bd_psnr,
+        "bd_rate_msssim_vs_jpeg": bd_ms,
+        "lossless_bpp": ll,
+        "encode_mpx_s": round(pixels / enc_t / 1e6, 3),
+        "decode_mpx_s": round(pixels / dec_t / 1e6, 3),
+        "lossless_encode_mpx_s": round(l_px / l_enc / 1e6, 3),
+        "lossless_decode_mpx_s": round(l_px / l_dec / 1e6, 3),
+        "restoration_gain_db": round(float(np.mean(restore_gain)), 3),
+        "images": len(images),
+        "lossless_images": len(lossless_imgs),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
