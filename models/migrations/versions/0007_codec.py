@@ -1,7 +1,7 @@
 """CompactEdge: compacted assets.
 
 Revision ID: 0007_codec
-Revises: 0001_platform
+Revises: 0009_sentry
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0007_codec"
-down_revision = "0001_platform"
+down_revision = "0009_sentry"
 branch_labels = None
 depends_on = None
 
