@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
@@ -37,7 +37,7 @@ class IncidentList(Ok):
 class ShieldModeUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    site_id: StrictInt
+    site_id: Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
     enabled: StrictBool
 
 
