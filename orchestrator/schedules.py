@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from croniter import croniter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import ledger
@@ -165,30 +165,46 @@ async def _fire(schedule: AgentSchedule, *, context: str | None = None) -> int:
 
 
 async def run_due(now: dt.datetime | None = None) -> list[int]:
-    """Fire every cron schedule that is due; returns the created task ids."""
+    """Fire every cron schedule that is due; returns the created task ids.
+
+    Each firing first advances ``next_run_at`` with a compare-and-set, so when several
+    processes (API replicas) run this loop, exactly one of them fires a given run; and a crash
+    after the advance skips that run rather than repeating it.
+    """
     now = now or utcnow()
     async with session_scope() as session:
         due = list(
             (
                 await session.execute(
-                    select(AgentSchedule).where(
+                    select(AgentSchedule.id, AgentSchedule.cron, AgentSchedule.next_run_at).where(
                         AgentSchedule.enabled.is_(True),
                         AgentSchedule.cron.is_not(None),
                         AgentSchedule.next_run_at <= now,
                     )
                 )
-            ).scalars()
+            ).all()
         )
-        for schedule in due:  # advance first: a crash skips a run rather than repeating it
-            schedule.last_run_at = now
-            schedule.next_run_at = next_run(str(schedule.cron), now)
     created = []
-    for schedule in due:
+    for schedule_id, cron, planned in due:
+        async with session_scope() as session:
+            won = await session.execute(
+                update(AgentSchedule)
+                .where(AgentSchedule.id == schedule_id, AgentSchedule.next_run_at == planned)
+                .values(last_run_at=now, next_run_at=next_run(str(cron), now))
+            )
+        if won.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # another process fired this run
+        async with session_scope() as session:
+            schedule = await session.get(AgentSchedule, schedule_id)
+        if schedule is None:
+            continue
         task_id = await _fire(schedule)
         async with session_scope() as session:
-            row = await session.get(AgentSchedule, schedule.id)
-            if row is not None:
-                row.last_task_id = task_id
+            await session.execute(
+                update(AgentSchedule)
+                .where(AgentSchedule.id == schedule_id)
+                .values(last_task_id=task_id)
+            )
         created.append(task_id)
     return created
 
@@ -209,9 +225,22 @@ async def run_event_triggers() -> list[int]:
     for schedule in schedules:
         trigger = schedule.trigger or {}
         entries = await ledger.entries_after(schedule.cursor, limit=200)
-        cursor = schedule.cursor
+        if not entries:
+            continue
+        cursor = entries[-1]["seq"]
+        # Claim the entries by moving the cursor with a compare-and-set: when several
+        # processes run this loop, one dispatches each incident (a crash then skips, never
+        # repeats).
+        async with session_scope() as session:
+            won = await session.execute(
+                update(AgentSchedule)
+                .where(AgentSchedule.id == schedule.id, AgentSchedule.cursor == schedule.cursor)
+                .values(cursor=cursor, last_run_at=utcnow())
+            )
+        if won.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        fired = []
         for entry in entries:
-            cursor = entry["seq"]
             if entry["action"] != trigger.get("event"):
                 continue
             params = entry.get("params") or {}
@@ -221,13 +250,13 @@ async def run_event_triggers() -> list[int]:
                 {k: params.get(k) for k in ("incident_id", "site_id", "severity", "title")},
                 default=str,
             )
-            created.append(await _fire(schedule, context=context))
-        if cursor != schedule.cursor:
+            fired.append(await _fire(schedule, context=context))
+        if fired:
             async with session_scope() as session:
-                row = await session.get(AgentSchedule, schedule.id)
-                if row is not None:
-                    row.cursor = cursor
-                    row.last_run_at = utcnow()
-                    if created:
-                        row.last_task_id = created[-1]
+                await session.execute(
+                    update(AgentSchedule)
+                    .where(AgentSchedule.id == schedule.id)
+                    .values(last_task_id=fired[-1])
+                )
+        created += fired
     return created

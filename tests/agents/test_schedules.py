@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
 from agents.toolkit import RecordingBackend
 from models import ledger
+from models.agent_tasks import AgentTask
+from models.db import session_scope
 from orchestrator import schedules
 from tests.agents.conftest import wait_status
 from tests.conftest import auth
@@ -111,3 +115,43 @@ async def test_incident_trigger_dispatches_a_task(
     assert body["task"]["status"] == "awaiting_approval"
     assert body["approvals"][0]["tool"] == "set_shield_mode"
     assert await schedules.run_event_triggers() == []
+
+
+async def test_concurrent_loops_fire_each_run_once(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
+    """Several API replicas each run the schedule loop: a due run and an incident are each
+    dispatched by exactly one of them (compare-and-set on next_run_at and on the cursor)."""
+    w = auth(await make_key("write"))
+    r = await client.post(
+        "/api/schedules",
+        json={"cron": "*/5 * * * *", "task": "show open incidents", "agent_type": "analysis"},
+        headers=w,
+    )
+    assert r.status_code == 201, r.text
+    cron_id = r.json()["schedule"]["id"]
+    r = await client.post(
+        "/api/schedules",
+        json={"trigger": {"event": "incident_opened"}, "task": "show open incidents"},
+        headers=w,
+    )
+    assert r.status_code == 201, r.text
+    trigger_id = r.json()["schedule"]["id"]
+    await schedules.run_event_triggers()  # move past incidents recorded by earlier tests
+
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    await asyncio.gather(*(schedules.run_due(later) for _ in range(4)))
+    await ledger.record("incident_opened", actor="sentry", params={"severity": "high"})
+    await asyncio.gather(*(schedules.run_event_triggers() for _ in range(4)))
+
+    async with session_scope() as session:
+        counts = dict(
+            (
+                await session.execute(
+                    select(AgentTask.schedule_id, func.count())
+                    .where(AgentTask.schedule_id.in_([cron_id, trigger_id]))
+                    .group_by(AgentTask.schedule_id)
+                )
+            ).all()
+        )
+    assert counts == {cron_id: 1, trigger_id: 1}
