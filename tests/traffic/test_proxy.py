@@ -109,6 +109,12 @@ async def test_rule_precedence(
     await add_rule(
         client, admin, type="ip_block", value="127.0.7.7", action="challenge", priority=10
     )
+
+    async def challenged() -> bool:  # the last rule added is live, so the earlier ones are too
+        async with visitor(base, "127.0.7.7") as probe:
+            return (await probe.get("/")).headers.get("x-vaultshield") == "challenge"
+
+    await eventually(challenged)
     await wait_status(base, "127.0.7.8", 403)
     async with visitor(base, "127.0.7.7") as c:
         first = await c.get("/")
@@ -130,8 +136,9 @@ async def test_user_agent_patterns(
     base = proxy["base"]
     await add_rule(client, admin, type="user_agent_block", value="EvilScanner")
     await add_rule(client, admin, type="user_agent_block", value=r"/^sqlmap\/[0-9]+/")
-    await wait_status(base, "127.0.8.1", 403, **{"user-agent": "Mozilla evilscanner/2"})
-    assert await status_of(base, "127.0.8.1", **{"user-agent": "sqlmap/1.7"}) == 403
+    # Changes reach the proxy in order: once the later rule is live, the earlier one is too.
+    await wait_status(base, "127.0.8.1", 403, **{"user-agent": "sqlmap/1.7"})
+    assert await status_of(base, "127.0.8.1", **{"user-agent": "Mozilla evilscanner/2"}) == 403
     assert await status_of(base, "127.0.8.1", **{"user-agent": "not sqlmap/1.7"}) == 200
     assert await status_of(base, "127.0.8.1", **{"user-agent": "Mozilla/5.0"}) == 200
 
