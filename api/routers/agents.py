@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 import orchestrator.tasks as tasks_service
+from api.background import periodically
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
 from api.schemas import MAX_ID, Ok, id_path
@@ -296,19 +297,5 @@ _ = AgentStep  # steps are read through the service
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Expire pending approvals (as rejected) every few seconds while the API runs."""
-
-    async def sweep() -> None:
-        while True:
-            try:
-                await tasks_service.expire_approvals()
-            except Exception:
-                log.exception("expiring approvals failed")
-            await asyncio.sleep(5)
-
-    task = asyncio.create_task(sweep())
-    try:
+    async with periodically(tasks_service.expire_approvals, 5, what="expiring approvals"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -7,7 +7,6 @@ path parameter does not capture them. While the API runs, ``lifespan`` signs a c
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from fastapi import FastAPI, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from api.background import periodically
 from api.deps import SessionDep
 from api.routing import make_router
 from api.schemas import MAX_ID, Ok
@@ -135,24 +135,12 @@ async def get_entry(
     }
 
 
-async def _checkpoint_every(interval: float) -> None:
-    while True:
-        try:
-            await make_checkpoint()
-        except Exception:  # keep signing on the next tick; the failure is logged
-            log.exception("ledger checkpoint failed")
-        await asyncio.sleep(interval)
-
-
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Sign checkpoints at a fixed interval while the API runs."""
     interval = app.state.settings.ledger_checkpoint_interval
-    task = asyncio.create_task(_checkpoint_every(interval)) if interval > 0 else None
-    try:
+    if interval <= 0:
         yield
-    finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return
+    async with periodically(make_checkpoint, interval, what="ledger checkpoint"):
+        yield

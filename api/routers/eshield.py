@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +10,7 @@ from typing import Any, Literal
 from fastapi import Query, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from api.background import periodically
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routing import make_router
 from api.schemas import MAX_ID, Ok, id_path
@@ -25,26 +24,21 @@ SWEEP_SECONDS = 30.0
 log = logging.getLogger(__name__)
 
 
+async def _expire_quarantines() -> None:
+    async with session_scope() as session:
+        await eshield.expire_quarantines(session)
+
+
 @asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
     """A periodic sweep beside the per-quarantine expiry jobs (a lost job cannot keep one)."""
-
-    async def sweep() -> None:
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            try:
-                async with session_scope() as session:
-                    await eshield.expire_quarantines(session)
-            except Exception:
-                log.warning("quarantine expiry sweep failed", exc_info=True)
-
-    task = asyncio.create_task(sweep())
-    try:
+    async with periodically(
+        _expire_quarantines,
+        SWEEP_SECONDS,
+        what="quarantine expiry sweep",
+        initial_delay=SWEEP_SECONDS,
+    ):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class ThreatRead(BaseModel):

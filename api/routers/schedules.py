@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -12,6 +11,7 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.background import periodically
 from api.deps import CurrentKey, RequestId, SessionDep
 from api.routers.agents import Autonomy
 from api.routing import make_router
@@ -124,23 +124,13 @@ async def delete_schedule(
     return ScheduleDeleted(deleted=schedule_id)
 
 
+async def _run_schedules() -> None:
+    await service.run_due()
+    await service.run_event_triggers()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Fire due cron schedules and incident triggers every few seconds while the API runs."""
-
-    async def loop() -> None:
-        while True:
-            try:
-                await service.run_due()
-                await service.run_event_triggers()
-            except Exception:
-                log.exception("running schedules failed")
-            await asyncio.sleep(5)
-
-    task = asyncio.create_task(loop())
-    try:
+    async with periodically(_run_schedules, 5, what="running schedules"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
