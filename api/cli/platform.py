@@ -74,6 +74,12 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at {_safe_url(settings.db_url)} is at {revision}")
 
 
+from api.cli.backup import db_export, db_restore  # noqa: E402
+
+db.add_command(db_export)
+db.add_command(db_restore)
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for printing."""
     from sqlalchemy.engine import make_url
