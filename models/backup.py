@@ -240,7 +240,7 @@ async def export_database(
             with gzip.open(body, "wb", compresslevel=6) as out:
                 for table in all_tables:
                     manifest["tables"][str(table.name)] = await _export_table(
-                        conn, table, out, progress
+                        conn, table, counts[table.name], out, progress
                     )
             manifest["ledger"] = await _ledger_summary(conn, keyring())
         finally:
@@ -262,23 +262,28 @@ async def export_database(
 
 
 async def _export_table(
-    conn: AsyncConnection, table: Table, out: gzip.GzipFile, progress: Progress | None
+    conn: AsyncConnection,
+    table: Table,
+    count: int,
+    out: gzip.GzipFile,
+    progress: Progress | None,
 ) -> dict[str, Any]:
+    """Stream one table's section (``count`` was read in the same snapshot)."""
     columns = [str(c.name) for c in table.columns]
     encode = _encoder(table, columns)
     digest = hashlib.sha256()
     rows = 0
-    chunks: list[bytes] = []
+    out.write(orjson.dumps({"table": str(table.name), "rows": count}) + b"\n")
     async for batch in _table_rows(conn, table):
         lines = [encode(row) for row in batch]
         for line in lines:
             digest.update(line)
-        chunks.extend(lines)
+        out.writelines(lines)
         rows += len(lines)
         if progress is not None:
             progress(table.name, len(lines))
-    out.write(orjson.dumps({"table": str(table.name), "rows": rows}) + b"\n")
-    out.writelines(chunks)
+    if rows != count:  # not a snapshot after all: refuse to write an inconsistent dump
+        raise DumpError(f"{table.name} changed during the export ({count} -> {rows} rows)")
     return {"columns": columns, "rows": rows, "sha256": digest.hexdigest()}
 
 
