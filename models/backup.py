@@ -385,9 +385,12 @@ async def _check_target(conn: AsyncConnection, manifest: dict[str, Any]) -> None
 
 
 async def restore_database(
-    db: Database, path: Path, *, progress: Progress | None = None
+    db: Database, path: Path, *, progress: Progress | None = None, actor: str = "cli"
 ) -> RestoreReport:
-    """Restore the dump at ``path`` into the (empty, migrated) database ``db``; see module doc."""
+    """Restore the dump at ``path`` into the (empty, migrated) database ``db``; see module doc.
+
+    After the commit a ``database_restored`` entry (the dump's time, source backend and
+    ledger checkpoint) is appended, so the restore itself is on the record."""
     manifest = read_manifest(path)
     by_name = {t.name: t for t in tables()}
     expected = manifest.get("tables") or {}
@@ -422,7 +425,32 @@ async def restore_database(
         report = await _verify_ledger(conn, manifest)
         await _verify_secrets(conn)
         report.tables = {n: int(t["rows"]) for n, t in expected.items()}
+    await _record_restore(db, manifest, actor)
     return report
+
+
+async def _record_restore(db: Database, manifest: dict[str, Any], actor: str) -> None:
+    from models.ledger import store
+
+    ledger = manifest.get("ledger") or {}
+    draft = store.Draft(
+        ts=utcnow(),
+        action="database_restored",
+        actor=actor,
+        server_id=None,
+        target=None,
+        params={
+            "dump_created_at": manifest.get("created_at"),
+            "source_dialect": manifest.get("source_dialect"),
+            "alembic_revision": manifest.get("alembic_revision"),
+            "checkpoint_size": ledger.get("checkpoint_size"),
+            "checkpoint_root": ledger.get("root_hash"),
+        },
+        result={"rows": sum(int(t["rows"]) for t in manifest["tables"].values())},
+        request_id=None,
+    )
+    async with db.session() as session:
+        await store.append(session, [draft])
 
 
 async def _restore_table(

@@ -168,10 +168,16 @@ async def test_round_trip_across_backends(make_site, tmp_path, source, target) -
     proc = await asyncio.to_thread(run_cli, "db", "restore", str(dump), env=dst.env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ledger verified: 33 entries" in proc.stdout and "restoring" in proc.stderr
-    assert await _counts(dst) == src_counts
+    restored_counts = await _counts(dst)
+    assert restored_counts.pop("audit_log") == src_counts["audit_log"] + 1  # database_restored
+    assert restored_counts.pop("audit_tree") > src_counts["audit_tree"]  # ... and its nodes
+    assert restored_counts == {
+        n: c for n, c in src_counts.items() if n not in {"audit_log", "audit_tree"}
+    }
 
     proc = await asyncio.to_thread(run_cli, "audit", "verify", env=dst.env)
-    assert proc.returncode == 0 and "OK: 33 entries" in proc.stdout, proc.stdout + proc.stderr
+    # the 33 restored entries and the restore's own database_restored entry
+    assert proc.returncode == 0 and "OK: 34 entries" in proc.stdout, proc.stdout + proc.stderr
     assert proc.stdout.count("signed by test/log+") == 2  # both keys named
 
     db = dst.use()
@@ -192,6 +198,9 @@ async def test_round_trip_across_backends(make_site, tmp_path, source, target) -
                 )
             ).all()
         assert [tuple(r) for r in nulls] == [("cmp_a1", False), ("cmp_b2", True)]
+        restored = (await audit_ledger.entries_after(32))[0]
+        assert restored["action"] == "database_restored" and restored["seq"] == 33
+        assert restored["params"]["checkpoint_root"] == manifest["ledger"]["root_hash"]
 
         # the restored ledger continues: new entries, a new checkpoint consistent with the old
         old_size = manifest["ledger"]["checkpoint_size"]
@@ -208,8 +217,8 @@ async def test_round_trip_across_backends(make_site, tmp_path, source, target) -
     finally:
         await db.dispose()
     proc = await asyncio.to_thread(run_cli, "audit", "verify", env=dst.env)
-    # 33 restored + 7 + the new key's api_key_created entry
-    assert proc.returncode == 0 and "OK: 41 entries" in proc.stdout, proc.stdout + proc.stderr
+    # 33 restored + database_restored + 7 + the new key's api_key_created entry
+    assert proc.returncode == 0 and "OK: 42 entries" in proc.stdout, proc.stdout + proc.stderr
 
     proc = await asyncio.to_thread(run_cli, "db", "restore", str(dump), env=dst.env)
     assert proc.returncode == 5 and "not empty" in proc.stderr, proc.stderr
@@ -279,4 +288,4 @@ async def test_bad_dumps_and_targets_restore_nothing(make_site, tmp_path, backen
     assert proc.returncode == 0, proc.stderr
     async with Database(dst.url).engine.connect() as conn:
         size = (await conn.execute(text("SELECT size FROM audit_head"))).scalar()
-    assert size == 33
+    assert size == 34  # and the database_restored entry
