@@ -27,21 +27,35 @@ def import_all_tables() -> None:
 
 
 class _Progress:
-    """A click progress bar on stderr, created once the total is known."""
+    """Progress on stderr once the total is known: a click progress bar on a terminal, else a
+    count line at every tenth of the rows (logs of non-interactive runs show it too)."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.bar: Any = None
+        self.total_rows = 0
+        self.done = 0
+        self.shown = 0
 
     def total(self, rows: int) -> None:
-        self.bar = click.progressbar(
-            length=max(rows, 1), label=self.label, file=sys.stderr, show_pos=True
-        )
-        self.bar.__enter__()
+        self.total_rows = rows
+        if sys.stderr.isatty():
+            self.bar = click.progressbar(
+                length=max(rows, 1), label=self.label, file=sys.stderr, show_pos=True
+            )
+            self.bar.__enter__()
+        else:
+            click.echo(f"{self.label}: {rows} rows", err=True)
 
-    def __call__(self, _table: str, rows: int) -> None:
+    def __call__(self, table: str, rows: int) -> None:
+        self.done += rows
         if self.bar is not None:
             self.bar.update(rows)
+            return
+        tenth = self.done * 10 // max(self.total_rows, 1)
+        if tenth > self.shown:
+            self.shown = tenth
+            click.echo(f"{self.label}: {self.done}/{self.total_rows} rows ({table})", err=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -61,7 +61,7 @@ def serve(host: str | None, port: int | None, workers: bool) -> None:
 
 @click.group()
 def db() -> None:
-    """Database schema management."""
+    """Database schema management, export and restore."""
 
 
 @db.command("upgrade")

@@ -203,7 +203,7 @@ async def verify_database(session: AsyncSession, *, trusted: Iterable[str] = ())
     checkpoint must be signed by a key in the keyring (``Report.signers`` names them)."""
     ring = keyring()
     head = await store.read_head(session)
-    notes = [*await store.all_checkpoints(session), *trusted]
+    notes = list(dict.fromkeys([*await store.all_checkpoints(session), *trusted]))
     checkpoints: list[Checkpoint] = []
     report = Report()
     for note in notes:
