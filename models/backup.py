@@ -463,7 +463,9 @@ async def _restore_table(
 ) -> None:
     columns = list(expected.get("columns") or [])
     if columns != [c.name for c in table.columns]:
-        raise DumpError(f"{table.name}: the dump's columns differ from this version's", 4)
+        raise DumpError(
+            f"{table.name}: the dump's columns differ from this version's", EXIT_REVISION
+        )
     if rows != expected.get("rows"):
         raise DumpError(f"dump is corrupted: {table.name} row count differs", EXIT_BAD_DUMP)
     decode = _decoder(table, columns)
