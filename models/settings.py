@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         default=None,
         description="Ed25519 checkpoint signing key (note format); default data_dir/ledger.key",
     )
+    ledger_keyring_path: Path | None = Field(
+        default=None,
+        description="Trusted ledger verifier keys (retired signing keys), one per line; "
+        "default data_dir/ledger.keyring",
+    )
     ledger_origin: str = Field(
         default="execflow.local/audit-log",
         min_length=1,
@@ -188,6 +193,8 @@ class Settings(BaseSettings):
             self.secret_key_path = self.data_dir / "secret.key"
         if self.ledger_key_path is None:
             self.ledger_key_path = self.data_dir / "ledger.key"
+        if self.ledger_keyring_path is None:
+            self.ledger_keyring_path = self.data_dir / "ledger.keyring"
         return self
 
     @property

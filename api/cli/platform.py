@@ -61,7 +61,7 @@ def serve(host: str | None, port: int | None, workers: bool) -> None:
 
 @click.group()
 def db() -> None:
-    """Database schema management."""
+    """Database schema management, export and restore."""
 
 
 @db.command("upgrade")
@@ -72,6 +72,12 @@ def db_upgrade(revision: str) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(settings.db_url, revision)
     click.echo(f"database at {_safe_url(settings.db_url)} is at {revision}")
+
+
+from api.cli.backup import db_export, db_restore  # noqa: E402
+
+db.add_command(db_export)
+db.add_command(db_restore)
 
 
 def _safe_url(url: str) -> str:

@@ -9,6 +9,7 @@ body, the subtree hashes stored at append time, and the head.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -18,19 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.db import get_database, utcnow
 from models.ledger import merkle, store
-from models.ledger.signing import Signer, load_signer
+from models.ledger.signing import Signer, load_keyring, load_signer
+from models.ledger.signing import rotate as rotate_signing_key
 from models.ledger.store import AuditEntry, CheckpointRow, TreeNode
 from models.ledger.verify import (
     EXPORT_FORMAT,
     Checkpoint,
     EntryError,
+    Keyring,
     LogChecker,
     Problem,
     Report,
     VerificationError,
     check_checkpoints,
     parse_verifier_key,
-    verify_checkpoint,
 )
 from models.settings import get_settings
 
@@ -41,6 +43,34 @@ def signer() -> Signer:
     settings = get_settings()
     assert settings.ledger_key_path is not None
     return load_signer(settings.ledger_key_path, settings.ledger_origin)
+
+
+def keyring() -> Keyring:
+    """Every key trusted to have signed a checkpoint: the keyring file plus the current key."""
+    return load_keyring(get_settings().ledger_keyring_path, signer())
+
+
+async def rotate_key(*, actor: str = "cli") -> tuple[str, str, CheckpointRow]:
+    """Retire the signing key: a last checkpoint signed by the old key, the new key made
+    current (the old public key kept in the keyring), a ``ledger_key_rotated`` entry, and a
+    checkpoint signed by the new key that covers it. Returns (old, new verifier key, checkpoint).
+    """
+    from models.ledger import record
+
+    settings = get_settings()
+    assert settings.ledger_key_path is not None and settings.ledger_keyring_path is not None
+    await make_checkpoint()
+    old, new = rotate_signing_key(
+        settings.ledger_key_path, settings.ledger_keyring_path, settings.ledger_origin
+    )
+    await record(
+        "ledger_key_rotated",
+        actor=actor,
+        target=new.verifier_key,
+        params={"previous_key": old.verifier_key, "new_key": new.verifier_key},
+    )
+    row = await make_checkpoint()
+    return old.verifier_key, new.verifier_key, row
 
 
 async def make_checkpoint(*, force: bool = False) -> CheckpointRow:
@@ -65,14 +95,19 @@ async def make_checkpoint(*, force: bool = False) -> CheckpointRow:
 
 
 def describe(row: CheckpointRow) -> dict[str, object]:
-    """A checkpoint as the API publishes it, with the key that verifies it."""
+    """A checkpoint as the API publishes it, with the key that signed it (after a rotation an
+    old checkpoint names its retired key, which the keyring still trusts)."""
     key = signer()
+    vkey = key.verifier_key
+    with contextlib.suppress(VerificationError):  # else published as stored; verify names it
+        vkey = keyring().verify(row.note).signer
+    _, public = parse_verifier_key(vkey)
     return {
         "checkpoint": row.note,
         "tree_size": row.tree_size,
         "root_hash": row.root_hash,
-        "public_key": _b64(key.public_key),
-        "verifier_key": key.verifier_key,
+        "public_key": _b64(public),
+        "verifier_key": vkey,
         "origin": get_settings().ledger_origin,
         "created_at": row.created_at.isoformat().replace("+00:00", "Z"),
     }
@@ -164,15 +199,16 @@ async def _check_rows(session: AsyncSession, checker: LogChecker, size: int) -> 
 
 
 async def verify_database(session: AsyncSession, *, trusted: Iterable[str] = ()) -> Report:
-    """Verify every stored entry, the stored tree, the head and every checkpoint."""
-    key = signer()
+    """Verify every stored entry, the stored tree, the head and every checkpoint; each
+    checkpoint must be signed by a key in the keyring (``Report.signers`` names them)."""
+    ring = keyring()
     head = await store.read_head(session)
-    notes = [*await store.all_checkpoints(session), *trusted]
+    notes = list(dict.fromkeys([*await store.all_checkpoints(session), *trusted]))
     checkpoints: list[Checkpoint] = []
     report = Report()
     for note in notes:
         try:
-            checkpoints.append(verify_checkpoint(note, key.name, key.public_key))
+            checkpoints.append(ring.verify(note))
         except VerificationError as exc:
             size = note.split("\n")[1] if note.count("\n") > 1 else "?"
             report.problem = Problem(0, f"checkpoint at size {size}: {exc}")
@@ -213,6 +249,7 @@ async def export_lines(checkpoint: CheckpointRow) -> AsyncIterator[bytes]:
             "format": EXPORT_FORMAT,
             "origin": get_settings().ledger_origin,
             "verifier_key": key.verifier_key,
+            "verifier_keys": keyring().order,
             "public_key": _b64(key.public_key),
             "tree_size": size,
             "checkpoints": await store.all_checkpoints(session, max_size=size),
@@ -237,8 +274,10 @@ __all__ = [
     "describe",
     "export",
     "export_lines",
+    "keyring",
     "make_checkpoint",
     "parse_verifier_key",
+    "rotate_key",
     "signer",
     "verify_database",
 ]

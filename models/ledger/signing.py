@@ -4,11 +4,18 @@ The key file uses the Go ``note`` private-key encoding,
 ``PRIVATE+KEY+<name>+<hex key id>+<base64(0x01 || Ed25519 seed)>``; the matching verifier key
 is ``<name>+<hex key id>+<base64(0x01 || public key)>``. It is generated on first use, 0600,
 into ``EXECFLOW_LEDGER_KEY_PATH`` (default ``<data dir>/ledger.key``).
+
+Key rotation (``rotate``) keeps every retired public key in the keyring file
+``EXECFLOW_LEDGER_KEYRING_PATH`` (default ``<data dir>/ledger.keyring``): one verifier key per
+line, ``#`` comments allowed. The trusted keys are the keyring's plus the current key, so
+checkpoints (and CompactEdge certificates) signed before a rotation keep verifying. A process
+notices a rotated key file on its next signature (the cache is keyed by the file's identity).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import uuid
 from dataclasses import dataclass
@@ -24,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from models.crypto import write_private_file
 from models.errors import ExecFlowError
-from models.ledger.verify import key_id
+from models.ledger.verify import Keyring, key_id, read_keyring, verifier_key_of
 
 _PREFIX = "PRIVATE+KEY+"
 
@@ -44,8 +51,7 @@ class Signer:
 
     @property
     def verifier_key(self) -> str:
-        encoded = base64.b64encode(b"\x01" + self.public_key).decode()
-        return f"{self.name}+{self.key_id.hex()}+{encoded}"
+        return verifier_key_of(self.name, self.public_key)
 
     def sign_checkpoint(self, origin: str, tree_size: int, root_hash: bytes) -> str:
         """A C2SP tlog-checkpoint: the body, a blank line, one Ed25519 signature line."""
@@ -76,13 +82,17 @@ def decode_private_key(text: str) -> Signer:
     return signer
 
 
-_cache: dict[Path, Signer] = {}
+# path -> (file identity, signer): a key file replaced by a rotation is picked up at once.
+_cache: dict[Path, tuple[tuple[int, int, int], Signer]] = {}
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def load_signer(path: Path, name: str) -> Signer:
     """The signing key at ``path``, created (0600, race-free across processes) if absent."""
-    if path in _cache:
-        return _cache[path]
     if not path.exists():
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
         write_private_file(tmp, encode_private_key(name, Ed25519PrivateKey.generate()).encode())
@@ -92,9 +102,62 @@ def load_signer(path: Path, name: str) -> Signer:
             pass
         finally:
             tmp.unlink()
-    _cache[path] = decode_private_key(path.read_text())
-    return _cache[path]
+    identity = _identity(path)
+    cached = _cache.get(path)
+    if cached is not None and cached[0] == identity:
+        return cached[1]
+    signer = decode_private_key(path.read_text())
+    _cache[path] = (identity, signer)
+    return signer
 
 
 def reset_cache() -> None:
     _cache.clear()
+
+
+def load_keyring(keyring_path: Path | None, current: Signer | None = None) -> Keyring:
+    """The trusted keys: every verifier key in the keyring file, plus ``current``."""
+    ring = Keyring(read_keyring(keyring_path) if keyring_path and keyring_path.exists() else ())
+    if current is not None:
+        ring.add(current.verifier_key)
+    return ring
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data`` (0600, fsynced): readers see old or new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    write_private_file(tmp, data)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def rotate(path: Path, keyring_path: Path, name: str) -> tuple[Signer, Signer]:
+    """Make a new signing key current; keep the old and new public keys in the keyring.
+
+    The keyring is written first (so the new key is trusted before anything is signed with
+    it), then the key file is replaced atomically. The old private key is not kept. Returns
+    ``(old, new)``.
+    """
+    old = load_signer(path, name)
+    new = Signer(old.name, Ed25519PrivateKey.generate())
+    existing = read_keyring(keyring_path) if keyring_path.exists() else []
+    ring = Keyring(existing)
+    lines = [] if keyring_path.exists() else ["# ExecFlow ledger keyring: trusted verifier keys\n"]
+    text = keyring_path.read_text() if keyring_path.exists() else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    for signer in (old, new):
+        if signer.public_key not in ring:
+            lines.append(f"{signer.verifier_key}  # added {_now()}\n")
+    _replace_file(keyring_path, (text + "".join(lines)).encode())
+    _replace_file(path, encode_private_key(new.name, new.private_key).encode())
+    return old, new
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -5,8 +5,10 @@ hash functions, its own streaming tree, and the proof checks transcribed from RF
 2.1.3.2 (inclusion) and 2.1.4.2 (consistency). It needs no database and no service.
 
 Export file (``execflow audit export``): JSON Lines. Line 1 is a header object
-``{"format", "origin", "verifier_key", "public_key", "tree_size", "checkpoints": [note, ...]}``;
-each following line is one entry's canonical JSON, exactly the bytes its leaf hash covers.
+``{"format", "origin", "verifier_key", "verifier_keys", "public_key", "tree_size",
+"checkpoints": [note, ...]}``; each following line is one entry's canonical JSON, exactly the
+bytes its leaf hash covers. ``verifier_key`` is the current signing key, ``verifier_keys`` the
+whole keyring (every key that ever signed a checkpoint of this log, after key rotations).
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class Checkpoint:
     tree_size: int
     root_hash: bytes
     text: str  # the signed body, ending in a newline
+    signer: str = ""  # the verifier key whose signature was accepted
 
 
 def key_id(name: str, public_key: bytes) -> bytes:
@@ -142,6 +145,69 @@ def parse_verifier_key(vkey: str) -> tuple[str, bytes]:
     if len(raw) != 33 or raw[0] != 1 or key_id(name, raw[1:]).hex() != hex_id:
         raise VerificationError("malformed Ed25519 verifier key")
     return name, raw[1:]
+
+
+def verifier_key_of(name: str, public_key: bytes) -> str:
+    """The note verifier key ``<name>+<hex key id>+<base64(0x01 || key)>``."""
+    encoded = base64.b64encode(b"\x01" + public_key).decode()
+    return f"{name}+{key_id(name, public_key).hex()}+{encoded}"
+
+
+class Keyring:
+    """The Ed25519 keys trusted to sign checkpoints: the current key and every retired one.
+
+    A checkpoint verifies when it carries a valid signature by any key in the ring; the
+    accepted key is named in the result (``Checkpoint.signer``).
+    """
+
+    def __init__(self, verifier_keys: Iterable[str] = ()) -> None:
+        self.keys: dict[tuple[str, bytes], bytes] = {}
+        self.order: list[str] = []
+        for vkey in verifier_keys:
+            self.add(vkey)
+
+    def add(self, vkey: str) -> None:
+        name, public = parse_verifier_key(vkey.strip())
+        ident = (name, key_id(name, public))
+        if ident not in self.keys:
+            self.keys[ident] = public
+            self.order.append(verifier_key_of(name, public))
+
+    def __contains__(self, public_key: object) -> bool:
+        return public_key in self.keys.values()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def verify(self, note: str) -> Checkpoint:
+        """Check ``note`` against every key in the ring (by name and key id)."""
+        if not self.keys:
+            raise VerificationError("no trusted keys to verify the checkpoint with")
+        signers = _signature_lines(note)
+        for signer, raw in signers:
+            public = self.keys.get((signer, raw[:4]))
+            if public is not None:
+                return verify_checkpoint(note, signer, public)
+        named = ", ".join(f"{s}+{raw[:4].hex()}" for s, raw in signers) or "none"
+        raise VerificationError(
+            f"checkpoint is signed by no key in the keyring (signed by: {named})"
+        )
+
+
+def _signature_lines(note: str) -> list[tuple[str, bytes]]:
+    _, _, signatures = note.partition("\n\n")
+    found = []
+    for line in signatures.split("\n"):
+        if not line.startswith("\u2014 "):
+            continue
+        signer, _, encoded = line[2:].rpartition(" ")
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            continue
+        if len(raw) == 68:
+            found.append((signer, raw))
+    return found
 
 
 def verify_checkpoint(note: str, name: str, public_key: bytes) -> Checkpoint:
@@ -172,7 +238,7 @@ def verify_checkpoint(note: str, name: str, public_key: bytes) -> Checkpoint:
             verifier.verify(raw[4:], text.encode())
         except InvalidSignature as exc:
             raise VerificationError(f"bad signature by {name} on the checkpoint") from exc
-        return Checkpoint(origin, int(size_line), root, text)
+        return Checkpoint(origin, int(size_line), root, text, verifier_key_of(name, public_key))
     raise VerificationError(f"checkpoint carries no signature by {name}")
 
 
@@ -195,6 +261,7 @@ class Report:
     problem: Problem | None = None
     checkpoints: int = 0
     notes: list[str] = field(default_factory=list)
+    signers: dict[str, int] = field(default_factory=dict)  # verifier key -> checkpoints it signed
 
     @property
     def ok(self) -> bool:
@@ -288,6 +355,7 @@ def check_checkpoints(
             return
         good = cp.tree_size
         report.checkpoints += 1
+        report.signers[cp.signer] = report.signers.get(cp.signer, 0) + 1
 
 
 def read_export(path: Path) -> tuple[dict, Iterator[bytes]]:
@@ -311,20 +379,40 @@ def read_export(path: Path) -> tuple[dict, Iterator[bytes]]:
     return header, lines()
 
 
+def read_keyring(path: Path) -> list[str]:
+    """Verifier keys from a keyring file: one per line; blank lines and ``#`` comments skipped."""
+    keys = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            keys.append(line)
+    return keys
+
+
 def verify_export(
-    path: Path, *, verifier_key: str | None = None, trusted: list[str] | None = None
+    path: Path,
+    *,
+    verifier_key: str | Iterable[str] | None = None,
+    trusted: list[str] | None = None,
 ) -> Report:
     """Verify an export file offline.
 
-    ``verifier_key`` pins the signing key (``<name>+<id>+<key>``, from GET
-    /api/audit-log/checkpoint); without it the key in the file's header is used, which proves
-    integrity against that key only. ``trusted`` are checkpoint notes saved earlier: the export
-    must extend each of them.
+    ``verifier_key`` pins the signing key or keys (``<name>+<id>+<key>``, from GET
+    /api/audit-log/checkpoint or the keyring file); each checkpoint must be signed by one of
+    them. Without it the keys in the file's header are used, which proves integrity against
+    those keys only. ``trusted`` are checkpoint notes saved earlier: the export must extend
+    each of them.
     """
     header, lines = read_export(path)
-    name, public_key = parse_verifier_key(verifier_key or header["verifier_key"])
-    checkpoints = [verify_checkpoint(n, name, public_key) for n in header.get("checkpoints", [])]
-    checkpoints += [verify_checkpoint(n, name, public_key) for n in trusted or []]
+    if verifier_key is None:
+        pinned = header.get("verifier_keys") or [header["verifier_key"]]
+    elif isinstance(verifier_key, str):
+        pinned = [verifier_key]
+    else:
+        pinned = list(verifier_key)
+    keyring = Keyring(pinned)
+    checkpoints = [keyring.verify(n) for n in header.get("checkpoints", [])]
+    checkpoints += [keyring.verify(n) for n in trusted or []]
     checker = LogChecker(cp.tree_size for cp in checkpoints)
     report = Report()
     for body in lines:

@@ -1,26 +1,41 @@
-"""Certificates: they verify, and a tampered bitstream or body fails; ingest refuses bad input."""
+"""Certificates: they verify, and a tampered bitstream, body or signing key fails (they are
+signed by the ledger's key and must verify against its keyring, across key rotations); ingest
+refuses bad input."""
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import stat
 
 import numpy as np
 import pytest
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from PIL import Image
 
 from compaction import certificate, ingest, pipeline
 from models.errors import BadRequest, PayloadTooLarge
-from models.settings import Settings, configure
+from models.ledger import signing
+from models.ledger.checkpoints import signer
+from models.settings import Settings, configure, get_settings
 from tests.codec.images import png_bytes, synthetic
 
 
 @pytest.fixture(autouse=True)
 def _data_dir(tmp_path):
     configure(Settings(data_dir=tmp_path))
+    signing.reset_cache()
     yield
     configure(None)
+    signing.reset_cache()
 
 
 def _compacted(quality: float = 85):
@@ -41,8 +56,80 @@ def test_certificate_verifies_and_tamper_fails() -> None:
     assert not check["valid"] and check["signature_valid"] and not check["bitstream_intact"]
     forged = {**cert, "scores": {**cert["scores"], "ms_ssim": 1.0}}
     assert not certificate.verify(forged, result.bitstream)["signature_valid"]
+    # the ledger's key, not a key of CompactEdge's own
+    assert certificate.signing_key_path() == get_settings().ledger_key_path
     mode = stat.S_IMODE(os.stat(certificate.signing_key_path()).st_mode)
     assert mode == 0o600
+    assert cert["signature"]["key_id"] == signer().key_id.hex()
+    assert cert["signature"]["verifier_key"] == signer().verifier_key
+
+
+def _resigned(cert: dict, key: Ed25519PrivateKey, name: str) -> dict:
+    """The certificate re-signed, correctly in form, by ``key``."""
+    stranger = signing.Signer(name, key)
+    body = {k: v for k, v in cert.items() if k != "signature"}
+    value = key.sign(certificate.CONTEXT + rfc8785.dumps(body))
+    return {
+        **body,
+        "signature": {
+            **cert["signature"],
+            "key_id": stranger.key_id.hex(),
+            "verifier_key": stranger.verifier_key,
+            "public_key": base64.b64encode(stranger.public_key).decode(),
+            "value": base64.b64encode(value).decode(),
+        },
+    }
+
+
+def test_certificate_resigned_by_a_stranger_fails() -> None:
+    result = _compacted()
+    cert = certificate.sign(result.body)
+    forged = {**cert, "scores": {**cert["scores"], "ms_ssim": 1.0}}
+    resigned = _resigned(forged, Ed25519PrivateKey.generate(), signer().name)
+    check = certificate.verify(resigned, result.bitstream)
+    assert check["signature_valid"] and not check["key_trusted"] and not check["valid"]
+    # claiming a trusted key id while carrying another public key does not help
+    lying = {**resigned, "signature": {**resigned["signature"], "key_id": signer().key_id.hex()}}
+    assert not certificate.verify(lying, result.bitstream)["valid"]
+
+
+def test_certificate_issued_before_a_ledger_key_rotation_still_verifies() -> None:
+    result = _compacted()
+    before = certificate.sign(result.body)
+    settings = get_settings()
+    old, new = signing.rotate(
+        settings.ledger_key_path, settings.ledger_keyring_path, settings.ledger_origin
+    )
+    after = certificate.sign(result.body)
+    assert before["signature"]["key_id"] == old.key_id.hex()
+    assert after["signature"]["key_id"] == new.key_id.hex() != old.key_id.hex()
+    for cert in (before, after):
+        check = certificate.verify(cert, result.bitstream)
+        assert check["valid"] and check["key_trusted"], check
+    # without the keyring the retired key is a stranger
+    settings.ledger_keyring_path.unlink()
+    assert not certificate.verify(before, result.bitstream)["valid"]
+    assert certificate.verify(after, result.bitstream)["valid"]
+
+
+def test_legacy_certificate_signed_by_compactedge_key_still_verifies() -> None:
+    result = _compacted()
+    legacy = Ed25519PrivateKey.generate()
+    pem = legacy.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    body = dict(result.body)
+    public = legacy.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    cert = {
+        **body,
+        "signature": {
+            "algorithm": "Ed25519",
+            "public_key": base64.b64encode(public).decode(),
+            "value": base64.b64encode(legacy.sign(rfc8785.dumps(body))).decode(),
+        },
+    }
+    assert not certificate.verify(cert, result.bitstream)["valid"]  # key file absent: unknown
+    certificate.legacy_key_path().parent.mkdir(parents=True)
+    certificate.legacy_key_path().write_bytes(pem)
+    assert certificate.verify(cert, result.bitstream)["valid"]
 
 
 def test_lossless_certificate_says_bit_exact() -> None:

@@ -68,3 +68,26 @@ def test_tampered_or_foreign_checkpoints_fail(signer, tmp_path) -> None:
         verify_checkpoint(note, other.name, other.public_key)
     with pytest.raises(VerificationError):
         verify_checkpoint("not a note", signer.name, signer.public_key)
+
+
+def test_replaced_key_file_is_picked_up_and_keyring_trusts_both(tmp_path) -> None:
+    from models.ledger.signing import load_keyring, rotate
+
+    reset_cache()
+    path, ring_path = tmp_path / "ledger.key", tmp_path / "ledger.keyring"
+    old = load_signer(path, "example.com/log")
+    note = old.sign_checkpoint("example.com/log", 7, b"\x01" * 32)
+    retired, new = rotate(path, ring_path, "example.com/log")
+    assert retired.public_key == old.public_key
+    assert load_signer(path, "example.com/log").public_key == new.public_key != old.public_key
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    ring = load_keyring(ring_path)
+    assert ring.verify(note).signer == old.verifier_key
+    fresh = new.sign_checkpoint("example.com/log", 8, b"\x02" * 32)
+    assert ring.verify(fresh).signer == new.verifier_key
+    rotate(path, ring_path, "example.com/log")  # a second rotation appends, keeps the first two
+    assert len(load_keyring(ring_path)) == 3 and old.public_key in load_keyring(ring_path)
+    stranger = load_signer(tmp_path / "other.key", "example.com/log")
+    with pytest.raises(VerificationError, match="no key in the keyring"):
+        ring.verify(stranger.sign_checkpoint("example.com/log", 7, b"\x01" * 32))
+    reset_cache()
