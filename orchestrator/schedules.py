@@ -215,8 +215,10 @@ async def run_event_triggers() -> list[int]:
         schedules = list(
             (
                 await session.execute(
+                    # Exactly one of cron/trigger is set; test the plain string column, because a
+                    # JSON column stores Python None as JSON 'null', which IS NOT NULL in SQL.
                     select(AgentSchedule).where(
-                        AgentSchedule.enabled.is_(True), AgentSchedule.trigger.is_not(None)
+                        AgentSchedule.enabled.is_(True), AgentSchedule.cron.is_(None)
                     )
                 )
             ).scalars()

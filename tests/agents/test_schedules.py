@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from agents.toolkit import RecordingBackend
 from models import ledger
-from models.agent_tasks import AgentTask
+from models.agent_tasks import AgentSchedule, AgentTask
 from models.db import session_scope
 from orchestrator import schedules
 from tests.agents.conftest import wait_status
@@ -85,6 +85,26 @@ async def test_cron_run_creates_an_autonomous_task(
     assert row["last_task_id"] is not None
     # Not due again until its next cron time.
     assert await schedules.run_due(dt.datetime.now(dt.UTC)) == []
+
+
+async def test_event_loop_leaves_cron_schedules_alone(
+    client: httpx.AsyncClient, make_key: Any
+) -> None:
+    """A cron schedule stores trigger=None as JSON null; the event loop must not claim it."""
+    w = auth(await make_key("write"))
+    r = await client.post(
+        "/api/schedules",
+        json={"cron": "0 4 * * *", "task": "summarise failed logins", "agent_type": "analysis"},
+        headers=w,
+    )
+    assert r.status_code == 201, r.text
+    schedule_id = r.json()["schedule"]["id"]
+    await ledger.record("incident_opened", actor="sentry", params={"severity": "low", "site_id": 1})
+    await schedules.run_event_triggers()
+    async with session_scope() as session:
+        row = await session.get(AgentSchedule, schedule_id)
+        assert row is not None
+        assert row.cursor == -1 and row.last_run_at is None
 
 
 async def test_incident_trigger_dispatches_a_task(
