@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from api.cli.backup import import_all_tables
+from api.cli.secrets import import_all_tables
 from models import migrate
 from models.backup import export_database, restore_database
 from models.db import Database, init_database, utcnow

@@ -84,7 +84,7 @@ EXIT_VERIFY = 6  # restored rows differ, the ledger or the secrets do not verify
 
 def tables() -> list[Table]:
     """Every table of ``Base.metadata`` in foreign-key order. The caller imports every module
-    that declares tables first (``api.cli.backup.import_all_tables``)."""
+    that declares tables first (``api.cli.secrets.import_all_tables``)."""
     return list(Base.metadata.sorted_tables)
 
 

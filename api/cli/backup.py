@@ -8,7 +8,6 @@ not empty, 6 restored data, ledger or secrets do not verify (nothing restored fo
 from __future__ import annotations
 
 import asyncio
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,8 @@ from typing import Any
 import click
 
 from api.cli import load_settings
-from api.cli.secrets import import_all_models
+from api.cli.secrets import import_all_tables
 from models.db import init_database
-
-
-def import_all_tables() -> None:
-    """Every module that declares tables: ``models.*`` and CompactEdge's store."""
-    import_all_models()
-    importlib.import_module("compaction.store")
 
 
 class _Progress:

@@ -14,12 +14,18 @@ from api.cli import load_settings
 from models.db import init_database
 from models.errors import ExecFlowError
 
+# Modules outside ``models`` that declare tables.
+OTHER_TABLE_MODULES = ("compaction.store",)
 
-def import_all_models() -> None:
-    """Import every module under ``models`` so each registers its encrypted columns."""
+
+def import_all_tables() -> None:
+    """Import every module that declares tables (``models.*`` and OTHER_TABLE_MODULES), so
+    ``Base.metadata`` is complete and every encrypted column is registered."""
     for info in pkgutil.walk_packages(models.__path__, "models."):
         if ".migrations" not in info.name:
             importlib.import_module(info.name)
+    for name in OTHER_TABLE_MODULES:
+        importlib.import_module(name)
 
 
 @click.group()
@@ -38,7 +44,7 @@ def secrets_rotate(drop_old: bool) -> None:
     from models.crypto import rotate_key
 
     settings = load_settings()
-    import_all_models()
+    import_all_tables()
 
     async def run() -> None:
         db = init_database(settings.db_url)
@@ -65,7 +71,7 @@ def secrets_drop_old() -> None:
     from models.crypto import drop_old_keys
 
     settings = load_settings()
-    import_all_models()
+    import_all_tables()
 
     async def run() -> int:
         db = init_database(settings.db_url)

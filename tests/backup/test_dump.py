@@ -16,7 +16,7 @@ import orjson
 import pytest
 from sqlalchemy import JSON, func, insert, null, select, text
 
-from api.cli.backup import import_all_tables
+from api.cli.secrets import import_all_tables
 from api.keys import create_api_key
 from compaction.store import CompactAsset
 from models import crypto
