@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncssh
 
-from models.errors import BadRequest, ExecFlowError, UpstreamError
+from models.errors import BadRequest, Conflict, ExecFlowError, UpstreamError
 
 SESSIONS_PER_CONNECTION = 8  # below sshd's MaxSessions default of 10
 CONNECT_TIMEOUT = 10.0
@@ -43,6 +43,10 @@ class AuthFailed(UpstreamError):
 
 class HostKeyMismatch(UpstreamError):
     default_code = "HOST_KEY_MISMATCH"
+
+
+class UsernameRequired(Conflict):
+    default_code = "USERNAME_REQUIRED"
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,11 @@ class SSHPool:
 
 
 async def _connect(target: Target) -> Pooled:
+    if not target.username:
+        # asyncssh would fall back to the service's own OS user: never guess who to log in as.
+        raise UsernameRequired(
+            "this server has no SSH username: set one with PATCH /api/servers/{id}"
+        )
     expected = parse_host_key(target.host_key) if target.host_key else ExpectedHostKey()
     if expected.key is None and expected.fingerprint is None and not target.trust_on_first_use:
         raise HostKeyMismatch("no host key is pinned for this server and trust_on_first_use is off")

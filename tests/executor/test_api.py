@@ -142,6 +142,11 @@ async def test_errors_have_codes_and_are_audited(
         e["result"].get("code") for e in await _ledger("command_executed") if e["server_id"] == good
     }
     assert {"POLICY_DENIED", "TIMEOUT"} <= audited
+    nameless = await create_server(client, key, server_body(sshd_farm, ssh_keys, username=None))
+    response = await client.post(
+        f"/api/servers/{nameless}/execute", json={"command": "true"}, headers=auth(key)
+    )
+    assert response.status_code == 409 and response.json()["code"] == "USERNAME_REQUIRED"
     missing = await client.post(
         "/api/servers/999999/execute", json={"command": "true"}, headers=auth(key)
     )
