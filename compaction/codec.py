@@ -1,28 +1,31 @@
 """The CompactEdge bitstream (``.cedg``): a small header and one payload.
 
-    magic "CEDG" | version u8 | mode u8 (0 lossy, 1 lossless) | flags u8 (bit 0: restoration)
+    magic "CEDG" | version u8 | mode u8 (0 lossy, 1 lossless v1, 2 lossless) | flags u8 (bit 0:
+    restoration)
     | base quality u8 | height u32 | width u32 | payload
 
 Lossy payload: an AVIF (AV1 intra 4:4:4) base layer; the decoder applies the learned, exactly
-computed restoration network when flag bit 0 is set. Lossless payload: the learned context-model
-bitstream of ``compaction.lossless``. The bitstream, not a tensor, is what is stored.
+computed restoration network when flag bit 0 is set. Lossless payload: the context-mixing
+bitstream of ``compaction.lossless`` (mode 2; mode 1 streams, written by the first lossless coder,
+still decode through ``compaction.lossless_v1``). The bitstream, not a tensor, is what is stored.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from compaction import lossless, metrics, restore
+from compaction import lossless, lossless_v1, metrics, restore
 from compaction.base import avif_decode, avif_encode
 from compaction.quality import LOSSLESS, target_ms_ssim
 from models.errors import BadRequest
 
 MAGIC = b"CEDG"
 FORMAT_VERSION = 1
-MODE_LOSSY, MODE_LOSSLESS = 0, 1
+MODE_LOSSY, MODE_LOSSLESS_V1, MODE_LOSSLESS = 0, 1, 2
 FLAG_RESTORE = 1
 _HEAD = struct.Struct(">4sBBBBII")
 
@@ -46,7 +49,7 @@ def weights_versions() -> dict[str, str]:
     loaded = restore.load_restorer()
     return {
         "restore": loaded[1] if loaded else "none",
-        "lossless": lossless.load_model().version,
+        "lossless": lossless.VERSION,
     }
 
 
@@ -93,9 +96,21 @@ def parse_header(bitstream: bytes) -> dict[str, int]:
     if len(bitstream) < _HEAD.size:
         raise CorruptBitstream("bitstream is truncated")
     magic, version, mode, flags, quality, h, w = _HEAD.unpack_from(bitstream)
-    if magic != MAGIC or version != FORMAT_VERSION or mode not in (MODE_LOSSY, MODE_LOSSLESS):
+    if magic != MAGIC or version != FORMAT_VERSION or mode not in _DECODERS:
         raise CorruptBitstream("not a CompactEdge v1 bitstream")
     return {"mode": mode, "flags": flags, "quality": quality, "height": h, "width": w}
+
+
+def _decode_lossy(payload: bytes, head: dict[str, int]) -> np.ndarray:
+    rgb = avif_decode(payload)
+    return restore.restore(rgb, head["quality"]) if head["flags"] & FLAG_RESTORE else rgb
+
+
+_DECODERS: dict[int, Callable[[bytes, dict[str, int]], np.ndarray]] = {
+    MODE_LOSSY: _decode_lossy,
+    MODE_LOSSLESS_V1: lambda payload, _head: lossless_v1.decode(payload),
+    MODE_LOSSLESS: lambda payload, head: lossless.decode(payload, (head["height"], head["width"])),
+}
 
 
 def decompress_image(bitstream: bytes) -> np.ndarray:
@@ -103,12 +118,7 @@ def decompress_image(bitstream: bytes) -> np.ndarray:
     head = parse_header(bitstream)
     payload = bitstream[_HEAD.size :]
     try:
-        if head["mode"] == MODE_LOSSLESS:
-            rgb = lossless.decode(payload)
-        else:
-            rgb = avif_decode(payload)
-            if head["flags"] & FLAG_RESTORE:
-                rgb = restore.restore(rgb, head["quality"])
+        rgb = _DECODERS[head["mode"]](payload, head)
     except (ValueError, OSError, RuntimeError, AssertionError, struct.error) as exc:
         raise CorruptBitstream(f"bitstream does not decode: {exc}") from exc
     if rgb.shape[:2] != (head["height"], head["width"]):

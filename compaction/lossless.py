@@ -1,313 +1,337 @@
-"""The lossless layer: a learned context model over prediction residuals, range-coded.
+"""The lossless layer (bitstream mode 2): blended prediction, context-mixing arithmetic coding.
 
-Pixels go through the reversible YCoCg-R colour transform. Each sample is predicted by an
-integer linear predictor over the MED/LOCO-I predictor, six causal neighbours and, for chroma,
-the same pixel's luma/Co residual; its weights are least-squares fitted per image (sent in the
-header, 96 bytes). The residual is coded with a probability table chosen by a context (local
-gradients plus neighbouring residual magnitudes); the tables are histograms learned on the
-training photos and stored as integers. Everything the decoder computes is integer arithmetic,
-so a bitstream decodes bit-for-bit on any machine.
+Pixels go through the reversible YCoCg-R transform and the three planes are coded one after
+another (Y, then Co with Y known, then Cg with Y and Co known), pixel by pixel in raster order:
 
-Speed: the image is cut into 128x128 tiles decoded side by side, and inside a tile along
-anti-diagonal wavefronts (t = 2y + x): every pixel of a front depends only on earlier fronts, so
-each front of all tiles is one vectorised batch, coded context by context with prebuilt models.
+1. **Prediction.** Five predictors are blended by their recent local accuracy (JPEG XL's
+   self-correcting "weighted predictor"): four of JPEG XL's error-feedback predictors and a
+   least-squares predictor over 11 causal neighbours (plus, for chroma, the luma and Co
+   residuals at the same pixel), whose weights are fitted per image by the encoder and sent in
+   the header (156 bytes).
+2. **Contexts.** Eleven contexts describe what the model knows about the residual: the local
+   error energy, how well the best predictor did nearby, where the other predictors and the
+   neighbours sit relative to the blended prediction (their disagreement says which way the
+   residual leans), a texture pattern, and for chroma the luma residual under and around the
+   sample (the whole luma plane is known by then, so also to the right and below).
+3. **Coding.** The residual becomes binary decisions (zero? sign, bit length in unary,
+   mantissa bits), each coded by ``compaction.entropy``: adaptive counters per context mixed by
+   online-trained logistic mixers, then a binary arithmetic coder.
+
+The probability model is learned while coding and the decoder learns the same one from the
+same bits; nothing is trained offline (a prior learned on the training photos was measured and
+did not help on 768x512 images: docs/codec.md). Every step is integer arithmetic, so the
+bitstream decodes bit-for-bit on any machine.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import constriction
+import numba as nb
 import numpy as np
 
-MODEL_PATH = Path(__file__).parent / "weights" / "lossless_v1.npz"
-ALPHABET = 511
-OFFSET = 255
-CONTEXTS = 24
-PRED_SHIFT = 10
-TABLE_TOTAL = 1 << 20
-TILE = 128
-N_FEATS = (7, 8, 9)
-# Context thresholds: two per octave of activity, as integers.
-THRESHOLDS = np.unique(np.round(2.0 ** (np.arange(1, CONTEXTS) / 2.0)).astype(np.int64) - 1)
+from compaction.colour import from_ycocg, to_ycocg
+from compaction.entropy import (
+    Model,
+    code_bit,
+    finish_encoding,
+    new_coder,
+    start_decoding,
+)
+
+VERSION = "lossless_cm_v2"
 RANGES = ((0, 255), (-255, 255), (-255, 255))
+MAX_PIXELS = 40_000_000  # the ingest cap; a header claiming more is corrupt
+LS_NEIGHBOURS = 11
+LS_SHIFT = 10  # least-squares weights are multiples of 2^-10
+LS_SAMPLES = 60_000  # pixels sampled for the per-image fit
+INPUTS, CONTEXTS, DECISIONS = 11, 256, 96
+SELECTORS1, SELECTORS2 = 16, 32
+BYTES_PER_SAMPLE = 4  # output capacity: 32 bits per sample, far above any real image
 _HEADER = struct.Struct(">II")
-_WEIGHTS = struct.Struct(">" + "i" * sum(N_FEATS))
+_WEIGHTS = struct.Struct(">" + "i" * (3 * (LS_NEIGHBOURS + 2)))
+# JPEG XL's default weighted-predictor parameters (p1C, p2C, p3Ca..c) and max weights; the
+# least-squares predictor gets a larger max weight: it is the strongest of the five.
+_P1C, _P2C, _P3C = 16, 10, 7
+_MAX_WEIGHTS = (10, 10, 10, 10, 60)
 
 
-@dataclass
-class LosslessModel:
-    tables: np.ndarray  # (3, CONTEXTS, ALPHABET) int64 frequencies summing to TABLE_TOTAL
-    version: str
-    _models: list[list[Any]] | None = None
-
-    def coder_model(self, c: int, ctx: int) -> Any:
-        """A prebuilt constriction model for channel ``c`` and context ``ctx``."""
-        if self._models is None:
-            self._models = [
-                [
-                    constriction.stream.model.Categorical(
-                        self.tables[ch, k].astype(np.float64) / TABLE_TOTAL, perfect=False
-                    )
-                    for k in range(CONTEXTS)
-                ]
-                for ch in range(3)
-            ]
-        return self._models[c][ctx]
+class CorruptLossless(ValueError):
+    """The lossless payload is malformed (the codec layer turns this into BITSTREAM_CORRUPT)."""
 
 
-def to_ycocg(rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 RGB -> 3xHxW int64 YCoCg-R (reversible)."""
-    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
-    co = r - b
-    t = b + (co >> 1)
-    cg = g - t
-    y = t + (cg >> 1)
-    return np.stack([y, co, cg])
+# ---------------------------------------------------------------------------- numba kernels
 
 
-def from_ycocg(planes: np.ndarray) -> np.ndarray:
-    y, co, cg = planes
-    t = y - (cg >> 1)
-    g = cg + t
-    b = t - (co >> 1)
-    r = b + co
-    return np.stack([r, g, b], axis=-1).astype(np.uint8)
+@nb.njit(cache=True)
+def _qlog(v: int) -> int:
+    """Two levels per octave: 0 -> 0, 1 -> 0, 2 -> 2, 3 -> 3, 4 -> 4, 6 -> 5 ..., capped at 15."""
+    if v <= 0:
+        return 0
+    b = 0
+    t = v
+    while t > 1:
+        t >>= 1
+        b += 1
+    return min(15, 2 * b + (1 if (v << 1) >= (3 << b) else 0))
 
 
-@dataclass
-class _Grid:
-    """An image cut into tiles; sample/residual arrays are (3, tiles, TILE+2, TILE+3)."""
-
-    h: int
-    w: int
-    tiles_y: int
-    tiles_x: int
-
-    @classmethod
-    def of(cls, h: int, w: int) -> _Grid:
-        return cls(h, w, -(-h // TILE), -(-w // TILE))
-
-    def empty(self) -> np.ndarray:
-        return np.zeros((3, self.tiles_y * self.tiles_x, TILE + 2, TILE + 3), dtype=np.int64)
-
-    def split(self, planes: np.ndarray) -> np.ndarray:
-        ph, pw = self.tiles_y * TILE, self.tiles_x * TILE
-        full = np.pad(planes, ((0, 0), (0, ph - self.h), (0, pw - self.w)))
-        tiles = full.reshape(3, self.tiles_y, TILE, self.tiles_x, TILE).transpose(0, 1, 3, 2, 4)
-        out = self.empty()
-        out[:, :, 2 : TILE + 2, 2 : TILE + 2] = tiles.reshape(3, -1, TILE, TILE)
-        return out
-
-    def valid(self, ts: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """Which (tile, y, x) positions lie inside the image (padding is neither coded nor used)."""
-        gy = (ts // self.tiles_x) * TILE + ys
-        gx = (ts % self.tiles_x) * TILE + xs
-        return (gy < self.h) & (gx < self.w)
-
-    def join(self, padded: np.ndarray) -> np.ndarray:
-        inner = padded[:, :, 2 : TILE + 2, 2 : TILE + 2]
-        tiles = inner.reshape(3, self.tiles_y, self.tiles_x, TILE, TILE).transpose(0, 1, 3, 2, 4)
-        return tiles.reshape(3, self.tiles_y * TILE, self.tiles_x * TILE)[:, : self.h, : self.w]
+@nb.njit(cache=True)
+def _qsigned(v: int, levels: int) -> int:
+    """A signed log quantiser onto 0..2*levels (``levels`` = zero)."""
+    if v == 0:
+        return levels
+    a = min(levels, _qlog(abs(v)) // 2 + 1)
+    return levels + a if v > 0 else levels - a
 
 
-def _gather(arr: np.ndarray, ts: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> list[np.ndarray]:
-    y, x = ys + 2, xs + 2
-    return [
-        arr[ts, y, x - 1],
-        arr[ts, y - 1, x],
-        arr[ts, y - 1, x - 1],
-        arr[ts, y - 1, x + 1],
-        arr[ts, y, x - 2],
-        arr[ts, y - 2, x],
-    ]
+@nb.njit(cache=True)
+def _error_weight(err_sum: int, max_weight: int) -> int:
+    """JPEG XL's error2weight: a predictor's blend weight from its recent error sum."""
+    shift = 0
+    t = err_sum + 1
+    while t > 1:
+        t >>= 1
+        shift += 1
+    shift = max(0, shift - 5)
+    return 4 + ((max_weight * ((1 << 24) // ((err_sum >> shift) + 1))) >> shift)
 
 
-def _features(samples: np.ndarray, errors: np.ndarray, c: int, pos: tuple[np.ndarray, ...]):
-    """Predictor features and context activity of channel ``c`` at positions (tile, y, x)."""
-    w, n, nw, ne, ww, nn = _gather(samples[c], *pos)
-    lo, hi = np.minimum(w, n), np.maximum(w, n)
-    med = np.where(nw >= hi, lo, np.where(nw <= lo, hi, w + n - nw))
-    feats = [med, w, n, nw, ne, ww, nn]
-    ew, en, enw, ene, _eww, _enn = (np.abs(e) for e in _gather(errors[c], *pos))
-    activity = np.abs(w - nw) + np.abs(n - nw) + np.abs(n - ne) + 2 * (ew + en) + (enw + ene) // 2
-    ts, ys, xs = pos
-    for other in range(c):
-        here = errors[other][ts, ys + 2, xs + 2]
-        feats.append(here)
-        activity = activity + 2 * np.abs(here)
-    return np.stack(feats, axis=1), np.searchsorted(THRESHOLDS, activity, side="right")
+@nb.njit(cache=True)
+def _at(x_plane: np.ndarray, y: int, x: int, fallback: int) -> int:
+    h, w = x_plane.shape
+    if 0 <= y < h and 0 <= x < w:
+        return x_plane[y, x]
+    return fallback
 
 
-def _predict(feats: np.ndarray, weights: np.ndarray, c: int) -> np.ndarray:
-    lo, hi = RANGES[c]
-    return np.clip((feats @ weights + (1 << (PRED_SHIFT - 1))) >> PRED_SHIFT, lo, hi)
+@nb.njit(cache=True)
+def _code_residual(e, sel1, sel2, state, encode):
+    """Binarise and code one residual: zero flag, sign, bit length (unary), mantissa bits."""
+    magnitude = abs(e)
+    if code_bit(1 if magnitude == 0 else 0, 0, sel1, sel2, state, encode):
+        return 0
+    neg = code_bit(1 if e < 0 else 0, 1, sel1, sel2, state, encode)
+    rest = magnitude - 1
+    length = 0
+    while encode and rest >> length:
+        length += 1
+    n = 0
+    while n < 8:  # bit length (at most 8) in unary; its decisions also know the sign
+        if not code_bit(1 if length > n else 0, 2 + 2 * n + neg, sel1, sel2, state, encode):
+            break
+        n += 1
+    value = 1 if n > 0 else 0
+    for j in range(n - 1):  # mantissa below the leading one, high bits first
+        bit = (rest >> (n - 2 - j)) & 1
+        value = (value << 1) | code_bit(bit, 24 + n * 8 + min(j, 7), sel1, sel2, state, encode)
+    return -(value + 1) if neg else value + 1
 
 
-def _wrap(value: np.ndarray, c: int) -> np.ndarray:
-    lo, hi = RANGES[c]
+@nb.njit(cache=True)
+def _code_plane(plane, lo, hi, side, ls_w, model, regs, buf, encode):
+    """Code one plane (encode: read ``plane``; decode: fill it). Returns its residuals, which
+    later planes use as side information."""
+    h, w = plane.shape
+    n_side = side.shape[0]
     span = hi - lo + 1
-    return ((value + span // 2) % span) - span // 2
+    mid = (lo + hi) // 2
+    true_err = np.zeros((h + 2, w + 4), dtype=np.int64)  # blended prediction - actual, x8
+    sub_err = np.zeros((5, h + 2, w + 4), dtype=np.int64)  # |sub-prediction - actual|, x1
+    residuals = np.zeros((h, w), dtype=np.int64)
+    preds = np.zeros(5, dtype=np.int64)
+    ctx = np.zeros(INPUTS, dtype=np.int64)  # filled per sample, read by code_bit
+    probs, counts, weights1, weights2 = model
+    state = (
+        ctx,
+        np.zeros(INPUTS + 1, dtype=np.int64),
+        probs,
+        counts,
+        weights1,
+        weights2,
+        regs,
+        buf,
+    )
+    for y in range(h):
+        for x in range(w):
+            # Causal neighbours; outside the image they repeat the nearest known one.
+            wv = plane[y, x - 1] if x > 0 else (plane[y - 1, x] if y > 0 else mid)
+            nv = _at(plane, y - 1, x, wv)
+            nw = _at(plane, y - 1, x - 1, nv)
+            ne = _at(plane, y - 1, x + 1, nv)
+            ww = _at(plane, y, x - 2, wv)
+            nn = _at(plane, y - 2, x, nv)
+            nne = _at(plane, y - 2, x + 1, ne)
+            nnw = _at(plane, y - 2, x - 1, nw)
+            nww = _at(plane, y - 1, x - 2, nw)
+            nee = _at(plane, y - 1, x + 2, ne)
+            yy, xx = y + 2, x + 2
+            te_w, te_n = true_err[yy, xx - 1], true_err[yy - 1, xx]
+            te_nw, te_ne = true_err[yy - 1, xx - 1], true_err[yy - 1, xx + 1]
+            w8, n8, ne8 = wv << 3, nv << 3, ne << 3
+
+            # 1. Prediction (x8 fixed point).
+            preds[0] = w8 + ne8 - n8
+            preds[1] = n8 - (((te_w + te_n + te_ne) * _P1C) >> 5)
+            preds[2] = w8 - (((te_w + te_n + te_nw) * _P2C) >> 5)
+            preds[3] = n8 - (((te_nw + te_n + te_ne) * _P3C) >> 5)
+            lo_wn, hi_wn = min(wv, nv), max(wv, nv)
+            med = lo_wn if nw >= hi_wn else (hi_wn if nw <= lo_wn else wv + nv - nw)
+            acc = ls_w[0] * med + ls_w[1] * wv + ls_w[2] * nv + ls_w[3] * nw + ls_w[4] * ne
+            acc += ls_w[5] * ww + ls_w[6] * nn + ls_w[7] * nne + ls_w[8] * nnw
+            acc += ls_w[9] * nww + ls_w[10] * nee
+            for k in range(n_side):
+                acc += ls_w[LS_NEIGHBOURS + k] * side[k, y, x]
+            preds[4] = (acc + (1 << (LS_SHIFT - 4))) >> (LS_SHIFT - 3)
+            total, blend, wp_total, wp_blend, best = 0, 0, 0, 0, 1 << 60
+            for i in range(5):
+                err_sum = (
+                    sub_err[i, yy - 1, xx] + sub_err[i, yy, xx - 1] + sub_err[i, yy - 1, xx - 1]
+                    + sub_err[i, yy, xx - 2] + sub_err[i, yy - 1, xx + 1]
+                )  # fmt: skip
+                best = min(best, err_sum)
+                weight = _error_weight(err_sum, _MAX_WEIGHTS[i])
+                total += weight
+                blend += weight * preds[i]
+                if i < 4:
+                    wp_total += weight
+                    wp_blend += weight * preds[i]
+            pred8 = (blend + (total >> 1)) // total
+            wp8 = (wp_blend + (wp_total >> 1)) // wp_total
+            if ((te_w ^ te_n) | (te_w ^ te_nw)) <= 0:  # recent errors disagree: stay in range
+                pred8 = max(min(w8, n8, ne8), min(max(w8, n8, ne8), pred8))
+            pred8 = max(lo << 3, min(hi << 3, pred8))
+            pred = (pred8 + 4) >> 3
+
+            # 2. Contexts.
+            energy = _qlog((abs(te_w) + abs(te_n) + (abs(te_ne) + abs(te_nw)) // 2) >> 2)
+            best_q = _qlog(best >> 3)
+            side_q = 0
+            for k in range(n_side):
+                side_q += abs(side[k, y, x])
+            ctx[0] = energy
+            ctx[1] = best_q * 8 + min(7, _qlog(side_q) // 2)
+            ctx[2] = 0
+            ctx[3] = energy * 16 + best_q
+            ctx[4] = (
+                _qsigned(wp8 - pred8, 6) * 16 + (energy >> 1) * 2 + (1 if pred8 >= pred << 3 else 0)
+            )
+            ctx[5] = _qsigned(n8 - pred8, 6) * 16 + _qsigned(w8 - pred8, 6)
+            ctx[6] = _qsigned(ne8 - pred8, 6) * 16 + _qsigned(te_n + te_w, 6)
+            texture = 0
+            for bit_index, value in enumerate((w8, n8, nw << 3, ne8, ww << 3, nn << 3)):
+                if value > pred8:
+                    texture |= 1 << bit_index
+            ctx[8] = texture * 4 + (energy >> 2)
+            ctx[9] = _qsigned(preds[1] - pred8, 6) * 16 + _qsigned(preds[2] - pred8, 6)
+            if n_side > 0:
+                ctx[7] = _qsigned(side[0, y, x], 7) * 16 + energy
+                around = _at(side[0], y, x + 1, 0) + _at(side[0], y + 1, x, 0)
+                ctx[10] = _qsigned(side[n_side - 1, y, x], 7) * 16 + _qsigned(around, 7)
+            else:
+                ctx[7] = _qsigned(preds[0] - pred8, 6) * 16 + energy
+                ctx[10] = _qsigned((nn << 3) - pred8, 6) * 16 + _qsigned((ww << 3) - pred8, 6)
+            sel1 = energy
+            sel2 = (ctx[4] >> 4) * 2 + (1 if n_side > 0 and side[0, y, x] != 0 else 0)
+
+            # 3. The residual, wrapped into the plane's range (the decoder unwraps it).
+            e = 0
+            if encode:
+                e = ((plane[y, x] - pred + span // 2) % span) - span // 2
+            e = _code_residual(e, sel1, sel2, state, encode)
+            if not encode:
+                plane[y, x] = ((pred + e - lo) % span) + lo
+            residuals[y, x] = e
+            actual8 = plane[y, x] << 3
+            true_err[yy, xx] = pred8 - actual8
+            for i in range(5):
+                sub_err[i, yy, xx] = (abs(preds[i] - actual8) + 3) >> 3
+    return residuals
 
 
-def _unwrap(pred: np.ndarray, residual: np.ndarray, c: int) -> np.ndarray:
-    lo, hi = RANGES[c]
-    return ((pred + residual - lo) % (hi - lo + 1)) + lo
+# ---------------------------------------------------------------------------- encoder side
 
 
-def _all_positions(grid: _Grid) -> tuple[np.ndarray, ...]:
-    ts, ys, xs = np.mgrid[0 : grid.tiles_y * grid.tiles_x, 0:TILE, 0:TILE]
-    return ts.ravel(), ys.ravel(), xs.ravel()
+def _ls_features(plane: np.ndarray, side: list[np.ndarray]) -> np.ndarray:
+    """The least-squares predictor's inputs at every pixel (borders: edge-replicated; the fit
+    only needs them to be typical)."""
+    p = np.pad(plane, 2, mode="edge")
+    at = {
+        name: p[2 + dy : p.shape[0] - 2 + dy, 2 + dx : p.shape[1] - 2 + dx]
+        for name, (dy, dx) in {
+            "w": (0, -1), "n": (-1, 0), "nw": (-1, -1), "ne": (-1, 1), "ww": (0, -2),
+            "nn": (-2, 0), "nne": (-2, 1), "nnw": (-2, -1), "nww": (-1, -2), "nee": (-1, 2),
+        }.items()
+    }  # fmt: skip
+    lo, hi = np.minimum(at["w"], at["n"]), np.maximum(at["w"], at["n"])
+    med = np.where(at["nw"] >= hi, lo, np.where(at["nw"] <= lo, hi, at["w"] + at["n"] - at["nw"]))
+    order = ("w", "n", "nw", "ne", "ww", "nn", "nne", "nnw", "nww", "nee")
+    return np.stack([med.ravel(), *(at[k].ravel() for k in order), *(s.ravel() for s in side)], 1)
 
 
-def _med_only(c: int) -> np.ndarray:
-    w = np.zeros(N_FEATS[c], dtype=np.int64)
-    w[0] = 1 << PRED_SHIFT
-    return w
+def _fit_weights(plane: np.ndarray, side: list[np.ndarray]) -> np.ndarray:
+    """Least-squares predictor weights for this plane, as integers (multiples of 2^-10)."""
+    feats = _ls_features(plane, side).astype(np.float64)
+    pick = np.random.default_rng(0).choice(
+        len(feats), size=min(LS_SAMPLES, len(feats)), replace=False
+    )
+    sol, *_ = np.linalg.lstsq(feats[pick], plane.ravel()[pick].astype(np.float64), rcond=None)
+    weights = np.zeros(LS_NEIGHBOURS + 2, dtype=np.int64)
+    weights[: len(sol)] = np.clip(np.round(sol * (1 << LS_SHIFT)), -(1 << 20), 1 << 20)
+    return weights
 
 
-def _analyse(samples: np.ndarray, grid: _Grid, weights: list[np.ndarray] | None, sample: int = 0):
-    """Encoder side, vectorised: per channel residuals, contexts (and LS-fitted weights)."""
-    pos = _all_positions(grid)
-    target = samples[:, pos[0], pos[1] + 2, pos[2] + 2]
-    errors = grid.empty()
-    valid = grid.valid(*pos)
-    fitted, residuals, contexts = [], [], []
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        feats, _ = _features(samples, errors, c, pos)
-        if weights is None:
-            inside = np.flatnonzero(valid)
-            pick = rng.choice(inside, size=min(sample or len(inside), len(inside)), replace=False)
-            sol, *_ = np.linalg.lstsq(feats[pick].astype(np.float64), target[c][pick], rcond=None)
-            wc = np.round(sol * (1 << PRED_SHIFT)).astype(np.int64)
-        else:
-            wc = weights[c]
-        e = np.where(valid, _wrap(target[c] - _predict(feats, wc, c), c), 0)
-        errors[c][pos[0], pos[1] + 2, pos[2] + 2] = e
-        _, ctx = _features(samples, errors, c, pos)  # contexts see the plane's own residuals
-        fitted.append(wc)
-        residuals.append(e)
-        contexts.append(ctx)
-    return fitted, residuals, contexts
+def _fresh_model() -> tuple[np.ndarray, ...]:
+    return Model.fresh(INPUTS, CONTEXTS, DECISIONS, SELECTORS1, SELECTORS2).arrays()
 
 
-def _fronts() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Tile-local pixel coordinates grouped by wavefront t = 2y + x."""
-    ys, xs = (a.ravel() for a in np.mgrid[0:TILE, 0:TILE])
-    t = 2 * ys + xs
-    return [ys[t == k] for k in range(t.max() + 1)], [xs[t == k] for k in range(t.max() + 1)]
+def _side(previous: list[np.ndarray], h: int, w: int) -> np.ndarray:
+    return np.stack(previous) if previous else np.zeros((0, h, w), dtype=np.int64)
 
 
-def _front_positions(grid: _Grid, fy: np.ndarray, fx: np.ndarray) -> tuple[np.ndarray, ...]:
-    n_tiles = grid.tiles_y * grid.tiles_x
-    ts = np.repeat(np.arange(n_tiles), len(fy))
-    return ts, np.tile(fy, n_tiles), np.tile(fx, n_tiles)
-
-
-def encode(rgb: np.ndarray, model: LosslessModel | None = None) -> bytes:
-    """HxWx3 uint8 -> lossless bitstream."""
-    model = model or load_model()
+def encode(rgb: np.ndarray) -> bytes:
+    """HxWx3 uint8 -> lossless bitstream (header, predictor weights, arithmetic-coded planes)."""
     h, w = rgb.shape[:2]
-    grid = _Grid.of(h, w)
-    samples = grid.split(to_ycocg(rgb))
-    weights, residuals, contexts = _analyse(samples, grid, None, sample=50000)
-    # Flat index of every (tile, y, x) in the vectorised arrays of _analyse.
-    encoder = constriction.stream.queue.RangeEncoder()
-    for fy, fx in zip(*_fronts(), strict=True):
-        ts, ys, xs = _front_positions(grid, fy, fx)
-        flat = ((ts * TILE + ys) * TILE + xs)[grid.valid(ts, ys, xs)]
-        for c in range(3):
-            symbols = (residuals[c][flat] + OFFSET).astype(np.int32)
-            ctx = contexts[c][flat]
-            for k in np.unique(ctx):
-                encoder.encode(symbols[ctx == k], model.coder_model(c, int(k)))
+    planes = to_ycocg(rgb)
+    buf = np.zeros(3 * h * w * BYTES_PER_SAMPLE + 64, dtype=np.uint8)
+    regs = new_coder()
+    weights: list[np.ndarray] = []
+    previous: list[np.ndarray] = []
+    for c, (lo, hi) in enumerate(RANGES):
+        ls_w = _fit_weights(planes[c], previous)
+        residuals = _code_plane(
+            planes[c].copy(), lo, hi, _side(previous, h, w), ls_w, _fresh_model(), regs, buf, True
+        )
+        weights.append(ls_w)
+        previous.append(residuals)
+    size = finish_encoding(regs, buf)
+    if size > len(buf):
+        raise ValueError("lossless coder output exceeded its capacity")
     head = _HEADER.pack(h, w) + _WEIGHTS.pack(*np.concatenate(weights).tolist())
-    return head + encoder.get_compressed().astype(">u4").tobytes()
+    return head + buf[:size].tobytes()
 
 
-def decode(data: bytes, model: LosslessModel | None = None) -> np.ndarray:
-    """Lossless bitstream -> the exact HxWx3 uint8 pixels."""
-    model = model or load_model()
+def decode(data: bytes, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Lossless bitstream -> the exact HxWx3 uint8 pixels. ``shape`` (from the container's
+    header) must match the payload's own, so a damaged size never costs a huge decode."""
+    if len(data) < _HEADER.size + _WEIGHTS.size:
+        raise CorruptLossless("lossless payload is truncated")
     h, w = _HEADER.unpack_from(data)
-    flat_w = np.array(_WEIGHTS.unpack_from(data, _HEADER.size), dtype=np.int64)
-    weights = np.split(flat_w, np.cumsum(N_FEATS)[:-1])
-    offset = _HEADER.size + _WEIGHTS.size
-    words = np.frombuffer(data, dtype=">u4", offset=offset).astype(np.uint32)
-    decoder = constriction.stream.queue.RangeDecoder(words)
-    grid = _Grid.of(h, w)
-    samples, errors = grid.empty(), grid.empty()
-    for fy, fx in zip(*_fronts(), strict=True):
-        pos = _front_positions(grid, fy, fx)
-        inside = grid.valid(*pos)
-        pos = tuple(p[inside] for p in pos)
-        ts, ys, xs = pos
-        if len(ts) == 0:
-            continue
-        for c in range(3):
-            feats, ctx = _features(samples, errors, c, pos)
-            pred = _predict(feats, weights[c], c)
-            e = np.empty(len(ctx), dtype=np.int64)
-            for k in np.unique(ctx):
-                mask = ctx == k
-                e[mask] = decoder.decode(model.coder_model(c, int(k)), int(mask.sum()))
-            e -= OFFSET
-            samples[c][ts, ys + 2, xs + 2] = _unwrap(pred, e, c)
-            errors[c][ts, ys + 2, xs + 2] = e
-    return from_ycocg(grid.join(samples))
-
-
-def fit(images: list[np.ndarray]) -> LosslessModel:
-    """Learn the context tables (histograms of residuals per context) from training images."""
-    counts = np.zeros((3, CONTEXTS, ALPHABET), dtype=np.float64)
-    for rgb in images:
-        grid = _Grid.of(*rgb.shape[:2])
-        _, residuals, contexts = _analyse(grid.split(to_ycocg(rgb)), grid, None, sample=50000)
-        valid = grid.valid(*_all_positions(grid))
-        for c in range(3):
-            np.add.at(counts[c], (contexts[c][valid], residuals[c][valid] + OFFSET), 1.0)
-    tables = np.stack([[_quantise_table(row) for row in counts[c]] for c in range(3)])
-    return LosslessModel(tables=tables, version=_version(tables))
-
-
-def _quantise_table(counts: np.ndarray) -> np.ndarray:
-    """Smoothed histogram -> integer frequencies (each >= 1) summing to exactly TABLE_TOTAL."""
-    p = (counts + 0.05) / (counts.sum() + 0.05 * ALPHABET)
-    freq = np.maximum(1, np.floor(p * (TABLE_TOTAL - ALPHABET)).astype(np.int64))
-    freq[np.argmax(freq)] += TABLE_TOTAL - freq.sum()
-    return freq
-
-
-def _version(tables: np.ndarray) -> str:
-    return "lossless_v1-" + hashlib.sha256(tables.astype(np.int64).tobytes()).hexdigest()[:12]
-
-
-def save_model(model: LosslessModel, path: Path = MODEL_PATH) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, tables=model.tables.astype(np.int32))
-
-
-_model: LosslessModel | None = None
-
-
-def load_model() -> LosslessModel:
-    """The shipped lossless model (integer tables)."""
-    global _model
-    if _model is None:
-        with np.load(MODEL_PATH) as z:
-            tables = z["tables"].astype(np.int64)
-        _model = LosslessModel(tables=tables, version=_version(tables))
-    return _model
-
-
-def ideal_bits(rgb: np.ndarray, model: LosslessModel) -> float:
-    """The model's ideal code length for an image (diagnostics)."""
-    grid = _Grid.of(*rgb.shape[:2])
-    _, residuals, contexts = _analyse(grid.split(to_ycocg(rgb)), grid, None, sample=50000)
-    v = grid.valid(*_all_positions(grid))
-    p = [model.tables[c][contexts[c][v], residuals[c][v] + OFFSET] / TABLE_TOTAL for c in range(3)]
-    return float(sum(-np.log2(pc).sum() for pc in p))
+    if h == 0 or w == 0 or h * w > MAX_PIXELS or (shape is not None and (h, w) != shape):
+        raise CorruptLossless(f"lossless payload claims an impossible size {h}x{w}")
+    flat = np.array(_WEIGHTS.unpack_from(data, _HEADER.size), dtype=np.int64)
+    weights = flat.reshape(3, LS_NEIGHBOURS + 2)
+    # a writable copy: the kernel that reads it is the one that writes when encoding
+    buf = np.frombuffer(data, dtype=np.uint8, offset=_HEADER.size + _WEIGHTS.size).copy()
+    regs = new_coder()
+    start_decoding(regs, buf)
+    planes: list[np.ndarray] = []
+    previous: list[np.ndarray] = []
+    for c, (lo, hi) in enumerate(RANGES):
+        plane = np.zeros((h, w), dtype=np.int64)
+        residuals = _code_plane(
+            plane, lo, hi, _side(previous, h, w), weights[c], _fresh_model(), regs, buf, False
+        )
+        planes.append(plane)
+        previous.append(residuals)
+    return from_ycocg(np.stack(planes))

@@ -1,7 +1,9 @@
 """Train CompactEdge's learned layers from the project's training photos.
 
     python -m compaction.train restore  [--minutes 40] [--data DIR]   # restoration CNN
-    python -m compaction.train lossless [--data DIR]                   # lossless context model
+
+(The lossless coder learns its model while coding and needs no training; the first lossless
+coder's tables, ``weights/lossless_v1.npz``, are frozen so that its stored bitstreams decode.)
 
 Seeded, resumable (a checkpoint every few hundred steps; rerunning continues from it), with a
 progress bar. Never point --data at the Kodak evaluation set.
@@ -18,7 +20,6 @@ import torch
 from PIL import Image
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from compaction import lossless
 from compaction.base import avif_decode, avif_encode
 from compaction.restore import WEIGHTS_PATH, RestoreNet, net_input, quantise_
 
@@ -127,36 +128,15 @@ def train_restore(data: Path, minutes: float, steps: int, seed: int) -> None:
     print(f"saved {WEIGHTS_PATH} after {step} steps")
 
 
-def train_lossless(data: Path, max_images: int) -> None:
-    files = _photos(data)[:max_images]
-    images = []
-    with _progress() as bar:
-        task = bar.add_task("lossless stats", total=len(files))
-        for path in files:
-            rgb = _load(path)
-            h, w = rgb.shape[:2]  # a central crop bounds the fitting time
-            images.append(
-                rgb[max(0, h // 2 - 320) : h // 2 + 320, max(0, w // 2 - 400) : w // 2 + 400]
-            )
-            bar.advance(task)
-    model = lossless.fit(images)
-    lossless.save_model(model)
-    print(f"saved {lossless.MODEL_PATH}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["restore", "lossless"])
+    parser.add_argument("what", choices=["restore"])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--images", type=int, default=40, help="lossless: photos to fit on")
     args = parser.parse_args()
-    if args.what == "restore":
-        train_restore(args.data, args.minutes, args.steps, args.seed)
-    else:
-        train_lossless(args.data, args.images)
+    train_restore(args.data, args.minutes, args.steps, args.seed)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 
 Prints per-codec mean bits-per-pixel / PSNR / MS-SSIM at each rate point, BD-rates against
 Pillow JPEG (bjontegaard, pchip; PSNR and MS-SSIM in dB, -10 log10(1 - MS-SSIM)), lossless bpp
-(ours, PNG, WebP lossless, JPEG XL effort 7), encode/decode speed of our lossy and lossless
-modes, and the learned restoration's gain over its own AVIF base layer. The last line is JSON.
+(ours, PNG, WebP lossless, JPEG XL effort 7; ``evals.codec_lossless``), encode/decode speed of
+our lossy and lossless modes, and the learned restoration's gain over its own AVIF base layer.
+The last line is JSON.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from compaction import codec, lossless, metrics, restore
+from compaction import codec, metrics, restore
 from compaction.base import avif_decode, avif_encode
+from evals import codec_lossless
 
 Codec = Callable[[np.ndarray, float], bytes]
 
@@ -148,41 +150,19 @@ def main() -> None:
         f"(weights {loaded[1] if loaded else 'none'})"
     )
 
-    lossless_imgs = images[: args.lossless_limit] if args.lossless_limit else images
-    ll: dict[str, float] = {"ours": 0.0, "png": 0.0, "webp": 0.0, "jxl": 0.0}
-    l_enc = l_dec = l_px = 0.0
-    for rgb in lossless_imgs:
-        n = rgb.shape[0] * rgb.shape[1]
-        t0 = time.perf_counter()
-        data = lossless.encode(rgb)
-        t1 = time.perf_counter()
-        assert np.array_equal(lossless.decode(data), rgb), "lossless mode not exact"
-        t2 = time.perf_counter()
-        l_enc, l_dec, l_px = l_enc + t1 - t0, l_dec + t2 - t1, l_px + n
-        ll["ours"] += len(data) * 8 / n
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, "PNG", optimize=True)
-        ll["png"] += len(buf.getvalue()) * 8 / n
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, "WEBP", lossless=True, quality=100, method=6)
-        ll["webp"] += len(buf.getvalue()) * 8 / n
-        ll["jxl"] += len(imagecodecs.jpegxl_encode(rgb, lossless=True, effort=7)) * 8 / n
-    ll = {k: round(v / len(lossless_imgs), 3) for k, v in ll.items()}
-    print(
-        f"lossless bpp on {len(lossless_imgs)} images: {ll}; ours encode "
-        f"{l_px / l_enc / 1e6:.3f} MP/s, decode {l_px / l_dec / 1e6:.3f} MP/s"
-    )
+    named = list(zip((f.stem for f in files), images, strict=True))
+    ll = codec_lossless.measure(named[: args.lossless_limit] if args.lossless_limit else named)
     summary = {
         "bd_rate_psnr_vs_jpeg": bd_psnr,
         "bd_rate_msssim_vs_jpeg": bd_ms,
-        "lossless_bpp": ll,
+        "lossless_bpp": ll["lossless_bpp"],
         "encode_mpx_s": round(pixels / enc_t / 1e6, 3),
         "decode_mpx_s": round(pixels / dec_t / 1e6, 3),
-        "lossless_encode_mpx_s": round(l_px / l_enc / 1e6, 3),
-        "lossless_decode_mpx_s": round(l_px / l_dec / 1e6, 3),
+        "lossless_encode_mpx_s": ll["lossless_encode_mpx_s"],
+        "lossless_decode_mpx_s": ll["lossless_decode_mpx_s"],
         "restoration_gain_db": round(float(np.mean(restore_gain)), 3),
         "images": len(images),
-        "lossless_images": len(lossless_imgs),
+        "lossless_images": ll["lossless_images"],
     }
     print(json.dumps(summary))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compaction import codec, lossless, metrics, renditions
+from compaction import codec, colour, lossless, lossless_v1, metrics, renditions
 from compaction.quality import target_ms_ssim
 from models.errors import BadRequest
 from tests.codec.images import synthetic
@@ -29,20 +29,56 @@ def test_lossless_round_trip_is_bit_exact(seed: int, shape: tuple[int, int]) -> 
     assert np.array_equal(codec.decompress_image(enc.bitstream), rgb)
 
 
-def test_lossless_extremes_round_trip() -> None:
+def _extremes() -> list[np.ndarray]:
     rng = np.random.default_rng(9)
-    for rgb in (
+    checker = (np.indices((16, 16)).sum(0) % 2 * 255).astype(np.uint8)
+    ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[None, :, None], (3, 256, 3))
+    return [
         np.zeros((9, 13, 3), np.uint8),
         np.full((9, 13, 3), 255, np.uint8),
-        rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),
-    ):
-        assert np.array_equal(lossless.decode(lossless.encode(rgb)), rgb)
+        rng.integers(0, 256, (20, 24, 3), dtype=np.uint8),  # noise: every residual size
+        np.stack([checker, 255 - checker, checker], axis=-1),  # the largest jumps
+        np.ascontiguousarray(ramp),
+        synthetic(1, 40, seed=1),  # one row, one column, tiny
+        synthetic(40, 1, seed=2),
+        synthetic(2, 2, seed=3),
+    ]
+
+
+def test_lossless_extremes_round_trip() -> None:
+    for rgb in _extremes():
+        assert np.array_equal(lossless.decode(lossless.encode(rgb)), rgb), rgb.shape
+
+
+def test_corrupt_lossless_payloads_fail_safely() -> None:
+    """Damaged payloads raise BITSTREAM_CORRUPT or decode to other pixels of the same size
+    (the certificate's pixel hash then tells); they never crash, hang or read out of bounds."""
+    rgb = synthetic(24, 32, seed=8)
+    good = codec.encode_lossless(rgb).bitstream
+    rng = np.random.default_rng(1)
+    damaged = [good[:-7], good[: len(good) // 2], good + b"\xff" * 64]
+    for _ in range(12):
+        flipped = bytearray(good)
+        flipped[int(rng.integers(16 + 8, len(good)))] ^= 1 << int(rng.integers(8))
+        damaged.append(bytes(flipped))
+    for bad in damaged:
+        try:
+            out = codec.decompress_image(bad)
+        except BadRequest as exc:
+            assert exc.code == "BITSTREAM_CORRUPT"
+        else:
+            assert out.shape == rgb.shape
+    for h, w in ((100_000, 100_000), (5000, 5000)):  # over the cap; under it but not 24x32
+        claims = bytearray(good)
+        claims[16:24] = h.to_bytes(4, "big") + w.to_bytes(4, "big")
+        with pytest.raises(BadRequest):
+            codec.decompress_image(bytes(claims))
 
 
 def test_ycocg_is_reversible_everywhere() -> None:
     v = np.arange(256, dtype=np.uint8)
     rgb = np.stack(np.meshgrid(v, v, v[::17], indexing="ij"), axis=-1).reshape(256, -1, 3)
-    assert np.array_equal(lossless.from_ycocg(lossless.to_ycocg(rgb)), rgb)
+    assert np.array_equal(colour.from_ycocg(colour.to_ycocg(rgb)), rgb)
 
 
 @pytest.mark.parametrize("quality_target", [40, 85])
@@ -84,7 +120,7 @@ def test_golden_bitstreams_decode_in_a_fresh_process() -> None:
         "import hashlib,sys,json\n"
         "from compaction import codec\n"
         "out={}\n"
-        "for n in ('lossless','lossy'):\n"
+        "for n in ('lossless','lossless_v1','lossy'):\n"
         "    d=codec.decompress_image(open(sys.argv[1]+'/'+n+'.cedg','rb').read())\n"
         "    out[n]=hashlib.sha256(d.tobytes()).hexdigest()\n"
         "print(json.dumps(out))\n"
@@ -100,6 +136,7 @@ def test_golden_bitstreams_decode_in_a_fresh_process() -> None:
     )
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["lossless"] == expected["lossless"] == expected["source"]  # lossless: exact
+    assert got["lossless_v1"] == expected["source"]  # streams of the first coder still decode
     assert got["lossy"] == expected["lossy"]
 
 
@@ -122,3 +159,18 @@ def test_lossless_on_a_real_photo_crop() -> None:
     enc = lossless.encode(rgb)
     assert np.array_equal(lossless.decode(enc), rgb)
     assert len(enc) * 8 / (96 * 128) < 24
+
+
+PHOTOS = Path("/work/shared/data/photos")
+
+
+@pytest.mark.skipif(not PHOTOS.exists(), reason="shared training photos not present")
+@pytest.mark.parametrize("name", ["001.png", "022.png", "047.png"])
+def test_lossless_beats_the_first_coder_and_png_on_photos(name: str) -> None:
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(PHOTOS / name).convert("RGB"))[200:328, 300:492].copy()
+    data = lossless.encode(rgb)
+    assert np.array_equal(lossless.decode(data), rgb)
+    assert len(data) < len(lossless_v1.encode(rgb))
+    assert len(data) < len(renditions._LOSSLESS["png"](rgb))
