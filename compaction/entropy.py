@@ -49,13 +49,13 @@ def squash(x: int) -> int:
     return (_SQUASH_KNOTS[i] * (128 - w) + _SQUASH_KNOTS[i + 1] * w + 64) >> 7
 
 
-@nb.njit(cache=True)
 def _stretch_table() -> np.ndarray:
-    """The inverse of ``squash`` for every 12-bit probability."""
+    """The inverse of ``squash`` for every 12-bit probability (plain Python: no compilation at
+    import)."""
     table = np.zeros(4096, dtype=np.int64)
     start = 0
     for x in range(-2047, 2048):
-        v = squash(x)
+        v = squash.py_func(x)
         for p in range(start, v + 1):
             table[p] = x
         start = v + 1

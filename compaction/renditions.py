@@ -17,19 +17,12 @@ import numpy as np
 from PIL import Image
 
 from compaction import metrics
+from compaction.formats import MEDIA_TYPES, PREFERENCES  # noqa: F401 (re-exported)
 from compaction.quality import LOSSLESS, target_ms_ssim
 from models.errors import BadRequest
 
 FORMATS = ("webp", "avif", "jpeg", "png", "jxl")
-PREFERENCES = ("webp", "avif", "jpeg", "png", "auto")
 AUTO_FORMATS = ("jpeg", "webp", "avif", "jxl")
-MEDIA_TYPES = {
-    "webp": "image/webp",
-    "avif": "image/avif",
-    "jpeg": "image/jpeg",
-    "png": "image/png",
-    "jxl": "image/jxl",
-}
 
 
 @dataclass

@@ -1,18 +1,25 @@
 """CompactEdge service functions: request a compaction, run it as queued work, read results,
-rehydrate, verify integrity, score mobility. Routers and the CLI call only these."""
+rehydrate, verify integrity, score mobility. Routers and the CLI call only these.
+
+The codec modules (torch, numba, the AV1/JPEG XL bindings: seconds of import time) are imported
+inside the functions that run codec work, in worker threads, so an API replica that only accepts
+requests and serves files starts without them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from compaction import certificate, codec, ingest, mobility, pipeline, video
-from compaction.renditions import MEDIA_TYPES, PREFERENCES
+from compaction import certificate, ingest, mobility
+from compaction.formats import MEDIA_TYPES, PREFERENCES
 from compaction.store import (
     CompactAsset,
     asset_dir,
@@ -117,6 +124,8 @@ async def compact_asset_job(ctx: jobs.JobContext, *, compact_id: str) -> dict[st
         await ctx.progress(0.15, "decoding")
         media = await asyncio.to_thread(ingest.decode_media, original)
         await ctx.progress(0.25, "compressing and rendering")
+        from compaction import pipeline
+
         result = await asyncio.to_thread(
             pipeline.compact_media,
             media,
@@ -244,6 +253,8 @@ async def _ready(session: AsyncSession, compact_id: str) -> CompactAsset:
 
 def _restore_files(row: CompactAsset) -> tuple[Path, str, str]:
     """Decode the stored bitstream to a restored file; (path, pixel sha256, file sha256)."""
+    from compaction import codec, pipeline, video
+
     folder = asset_dir(row.compact_id)
     bitstream = (folder / BITSTREAM).read_bytes()
     if row.kind == "video":
@@ -253,10 +264,6 @@ def _restore_files(row: CompactAsset) -> tuple[Path, str, str]:
     else:
         rgb = codec.decompress_image(bitstream)
         frames, ext = [rgb], "png"
-        import io
-
-        from PIL import Image
-
         buf = io.BytesIO()
         Image.fromarray(rgb).save(buf, "PNG")
         data = buf.getvalue()
