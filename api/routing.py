@@ -8,6 +8,7 @@ scope than their method implies with ``openapi_extra=ADMIN_ONLY``; public ones w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,7 +17,10 @@ from fastapi.routing import APIRoute
 
 from api.errors import AUTH_ERROR_RESPONSES
 from api.security import authenticate, authorize, charge, required_scope
+from models.errors import BadRequest
 
+# A JSON \u0000 escape: its backslash is not itself escaped (an even run of backslashes before it).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 ADMIN_ONLY: dict[str, Any] = {"x-scope": "admin"}
 PUBLIC: dict[str, Any] = {"x-scope": "public"}
 
@@ -44,9 +48,21 @@ class ScopedRoute(APIRoute):
             request.state.principal = principal
             authorize(principal, scope)
             request.state.ratelimit = await charge(principal, app_state.limiter)
+            await refuse_nul_characters(request)
             return await handler(request)
 
         return secured
+
+
+async def refuse_nul_characters(request: Request) -> None:
+    """NUL is never meaningful in this API's text (names, commands, hosts, reasons) and
+    PostgreSQL cannot store it in a text column: refuse it in the path, the query and the body
+    alike, so both backends answer the same clear 400."""
+    query = (text for item in request.query_params.multi_items() for text in item)
+    if "\x00" in request.scope["path"] or any("\x00" in text for text in query):
+        raise BadRequest("NUL characters are not allowed in the path or query")
+    if request.method in {"POST", "PUT", "PATCH"} and _JSON_NUL.search(await request.body()):
+        raise BadRequest("NUL characters (\\u0000) are not allowed in text fields")
 
 
 def make_router(**kwargs: Any) -> APIRouter:

@@ -58,6 +58,28 @@ async def test_missing_and_invalid_parameters_400_list_fields(
     assert_error(malformed, 400, "VALIDATION_ERROR")
 
 
+async def test_nul_characters_are_400_everywhere(client: httpx.AsyncClient, make_key) -> None:
+    """PostgreSQL cannot store NUL in text: both backends refuse it up front (it was a 500 on
+    PostgreSQL from any text field, found by the schemathesis suite)."""
+    h = auth(await make_key("admin"))
+    for response in (
+        await client.get("/api/audit-log", params={"action": "a\x00b"}, headers=h),
+        await client.get("/api/compact/cmp%00x", headers=h),
+        await client.post(
+            "/api/eshield/quarantine", json={"target": "10.99.0.1", "reason": "a\x00"}, headers=h
+        ),
+        await client.post("/api/agents/task", json={"task": "check\x00 disk"}, headers=h),
+    ):
+        assert_error(response, 400, "VALIDATION_ERROR")
+    # An escaped backslash before "u0000" is ordinary text, not a NUL: accepted as written.
+    literal = "prints \\u0000 literally"
+    ok = await client.post(
+        "/api/eshield/quarantine", json={"target": "10.99.0.2", "reason": literal}, headers=h
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["quarantine"]["reason"] == literal
+
+
 async def test_401_and_403(client: httpx.AsyncClient, make_key) -> None:
     response = await client.get("/api/servers")
     assert_error(response, 401, "UNAUTHORIZED")
