@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -247,8 +248,11 @@ def _display(target: str, kind: str, addresses: list[str]) -> str:
     return addresses[0].split("/")[0] if kind == "ip" else addresses[0]
 
 
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")  # ASCII LDH: IDNs come as xn--punycode
+
+
 def _single_label(name: str) -> bool:
-    return bool(name) and len(name) <= 63 and name.replace("-", "").isalnum()
+    return bool(_LABEL_RE.match(name))
 
 
 async def _resolve(name: str) -> list[str]:

@@ -116,7 +116,15 @@ async def test_rule_lifecycle_is_audited(
 
 @pytest.mark.parametrize(
     ("target", "status"),
-    [("not a host!", 400), ("127.0.0.1", 400), ("localhost", 400), ("::1", 400), ("0.0.0.0", 400)],
+    [
+        ("not a host!", 400),
+        ("127.0.0.1", 400),
+        ("localhost", 400),
+        ("::1", 400),
+        ("0.0.0.0", 400),
+        ("\U000109be\u00ec", 400),  # Unicode letters are not a host name (found by schemathesis)
+        ("-edge", 400),
+    ],
 )
 async def test_quarantine_refusals(
     client: httpx.AsyncClient, keys: dict[str, dict[str, str]], target: str, status: int
@@ -125,6 +133,15 @@ async def test_quarantine_refusals(
         "/api/eshield/quarantine", json={"target": target}, headers=keys["write"]
     )
     assert response.status_code == status, response.text
+
+
+def test_quarantine_targets_are_classified() -> None:
+    from tools.eshield import _target_kind
+
+    assert _target_kind("edge-01") == ("hostname", [])  # a single LDH label
+    assert _target_kind("xn--bcher-kva.example") == ("hostname", [])  # an IDN, as punycode
+    assert _target_kind("10.1.2.3") == ("ip", ["10.1.2.3/32"])
+    assert _target_kind("10.1.2.0/24") == ("cidr", ["10.1.2.0/24"])
 
 
 async def test_quarantine_and_release_by_target_via_service(
