@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from models.settings import Settings
+from tests.hardening.ssrf_support import servers, tls_servers  # noqa: F401 - fixtures
+from tests.support.netguard import netguard  # noqa: F401 - a fixture for the SSRF suites
 from tests.support.processes import serve
 
 
