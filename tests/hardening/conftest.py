@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from models.settings import Settings
+from tests.executor.conftest import ssh_keys, sshd_farm  # noqa: F401 - fixtures
 from tests.hardening.ssrf_support import servers, tls_servers  # noqa: F401 - fixtures
 from tests.support.netguard import netguard  # noqa: F401 - a fixture for the SSRF suites
 from tests.support.processes import serve
