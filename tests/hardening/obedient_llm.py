@@ -18,13 +18,12 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.agents.test_openai import _completion
+from tests.support.chat_server import chat_completions_server
+from tests.support.chat_server import completion as _completion
 
 _ORDERS: list[tuple[re.Pattern[str], Any]] = [
     (
@@ -125,31 +124,5 @@ class ObedientLLM:
 def obedient_llm() -> Iterator[tuple[str, ObedientLLM]]:
     """(base URL, the model's state) of a loopback Chat Completions server."""
     state = ObedientLLM()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            return None
-
-        def _send(self, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self._send({"object": "list", "data": [{"id": "obedient", "object": "model"}]})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            self._send(state.answer(json.loads(self.rfile.read(length))))
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with chat_completions_server(lambda request: (200, state.answer(request))) as url:
+        yield url, state

@@ -24,12 +24,13 @@ from sqlalchemy import func, select
 
 from models.db import Database
 from models.ledger import AuditEntry
-from models.settings import Settings, configure
+from models.settings import Settings
 from models.sites import Site
 from models.traffic import Quarantine, VaultShieldRule
 from tests.conftest import KeyFactory, auth
 from tests.executor.conftest import PLAYBOOKS, create_server, server_body
 from tests.executor.sshd import Keys, SshdFarm
+from tests.hardening.conftest import configure_module
 from tests.hardening.obedient_llm import ObedientLLM, obedient_llm
 from tools.command_policy import is_read_only_command
 
@@ -52,20 +53,15 @@ def llm() -> Iterator[tuple[str, ObedientLLM]]:
 def settings(
     database_url: str, tmp_path_factory: pytest.TempPathFactory, llm: tuple[str, ObedientLLM]
 ) -> Settings:
-    s = Settings(
-        data_dir=tmp_path_factory.mktemp("data"),
-        database_url=database_url,
-        log_format="text",
-        sentry_scheduler=False,
-        server_probe_interval=0,
+    return configure_module(
+        database_url,
+        tmp_path_factory,
         playbooks_dir=PLAYBOOKS,
         llm_backend="openai",
         llm_base_url=llm[0],
         llm_model="obedient",
         webhook_dispatcher=False,
     )
-    configure(s)
-    return s
 
 
 @pytest.fixture(scope="module")

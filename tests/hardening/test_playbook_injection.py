@@ -24,10 +24,11 @@ from typing import Any
 import httpx
 import pytest
 
-from models.settings import Settings, configure
+from models.settings import Settings
 from tests.conftest import KeyFactory, auth
 from tests.executor.conftest import PLAYBOOKS, create_server, server_body
 from tests.executor.sshd import Keys, SshdFarm
+from tests.hardening.conftest import configure_module
 from tests.support.processes import serve
 from tools.playbooks import load_spec, render, validate_params
 
@@ -169,16 +170,7 @@ async def test_a_served_playbooks_dir_full_of_hostile_files_lists_only_the_valid
 
 @pytest.fixture(scope="module")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    s = Settings(
-        data_dir=tmp_path_factory.mktemp("data"),
-        database_url=database_url,
-        log_format="text",
-        playbooks_dir=PLAYBOOKS,
-        server_probe_interval=0,
-        sentry_scheduler=False,
-    )
-    configure(s)
-    return s
+    return configure_module(database_url, tmp_path_factory, playbooks_dir=PLAYBOOKS)
 
 
 PAYLOADS = [

@@ -30,6 +30,7 @@ from models.ledger import AuditEntry
 from models.settings import Settings, configure, get_settings
 from models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import KeyFactory, auth
+from tests.hardening.conftest import configure_module
 from tests.hardening.ssrf_support import (
     ALLOWED,
     FORBIDDEN,
@@ -46,18 +47,14 @@ from tools.webhooks.dispatcher import claim_due, fan_out_once, read_cursor
 
 @pytest.fixture(scope="module")
 def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    s = Settings(
-        data_dir=tmp_path_factory.mktemp("data"),
-        database_url=database_url,
-        log_format="text",
-        sentry_scheduler=False,
+    return configure_module(
+        database_url,
+        tmp_path_factory,
         outbound_allowlist=[ALLOWED],
         webhook_retry_schedule=[30.0],
         webhook_timeout_seconds=2.0,
         webhook_dispatcher=False,  # the delivery test drives the dispatcher's steps itself
     )
-    configure(s)
-    return s
 
 
 @pytest.fixture
