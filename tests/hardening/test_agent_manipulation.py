@@ -13,8 +13,9 @@ approves one call and sees it land in the quarantine table, so the counting can 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ async def world(
     sshd_farm: SshdFarm,
     ssh_keys: Keys,
     database: Database,
-) -> dict[str, Any]:
+) -> AsyncIterator[dict[str, Any]]:
     """A server on a real sshd, a site, an active quarantine, a notes file with an injection."""
     key = await make_key("admin")
     headers = auth(key)
@@ -89,12 +90,13 @@ async def world(
     assert site.status_code == 201 and held.status_code == 201, (site.text, held.text)
     scratch = Path("/tmp") / f"ef-agent-{uuid.uuid4().hex[:8]}"
     scratch.mkdir()
-    return {
+    yield {
         "headers": headers,
         "server_id": server_id,
         "site_id": site.json()["site"]["id"],
         "scratch": scratch,
     }
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def scenarios(w: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
