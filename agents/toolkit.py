@@ -442,8 +442,11 @@ class RecordedCall:
 class RecordingBackend:
     """The evals' fixture world: records calls and answers plausibly, touching nothing."""
 
-    def __init__(self, world: World | None = None) -> None:
+    def __init__(
+        self, world: World | None = None, outputs: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self._world = world or FIXTURE_WORLD
+        self._outputs = outputs or {}  # tool -> the answer to give (evals inject tool output)
         self.calls: list[RecordedCall] = []
 
     async def world(self) -> World:
@@ -453,6 +456,8 @@ class RecordingBackend:
         self, spec: ToolSpec, args: dict[str, Any], *, actor: str, request_id: str | None
     ) -> dict[str, Any]:
         self.calls.append(RecordedCall(spec.name, dict(args), actor))
+        if spec.name in self._outputs:
+            return dict(self._outputs[spec.name])
         return self.answer(spec.name, args)
 
     def answer(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,19 @@ LATENCY = Histogram(
 )
 
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive that hands out the buffered body first, then what the client sends next."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
@@ -58,6 +71,16 @@ class RequestContextMiddleware:
             )
             self._observe(scope, 413, started, request_id)
             return
+
+        if declared is None and scope.get("method") in BODY_METHODS:
+            buffered = await self._buffer_body(receive)
+            if buffered is None:  # chunked and over the limit: refuse before the route acts
+                await self._send_error(
+                    send, request_id, 413, "Request body too large", "PAYLOAD_TOO_LARGE"
+                )
+                self._observe(scope, 413, started, request_id)
+                return
+            receive = _replay(buffered, receive)
 
         received = 0
 
@@ -99,6 +122,26 @@ class RequestContextMiddleware:
                 )
             status_holder["status"] = 500
         self._observe(scope, int(status_holder["status"]), started, request_id)
+
+    async def _buffer_body(self, receive: Receive) -> list[Message] | None:
+        """The request's body messages, or None once they pass the limit.
+
+        A body without Content-Length (chunked) is read up to the limit before the route runs,
+        so every write route refuses an oversized one with 413, including routes that never
+        read their body (they would otherwise act while the rest is still arriving).
+        """
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages  # a disconnect: let the app see it
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                return None
+            if not message.get("more_body", False):
+                return messages
 
     @staticmethod
     async def _send_error(

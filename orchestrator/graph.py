@@ -104,6 +104,10 @@ class Recorder(Protocol):
 
     async def approval_state(self, approval_id: int) -> ApprovalRecord: ...
 
+    async def approval_for(self, task_id: int, call_id: str) -> ApprovalRecord | None:
+        """The approval requested for this call, if one was."""
+        ...
+
 
 @dataclass
 class AgentContext:
@@ -197,6 +201,12 @@ async def _run_call(
     key = f"task:{task_id}:{call_id}"
     spec = TOOLS.get(name)
     record = await ctx.recorder.get_call(key)
+    if record is not None:
+        # A call that asked for approval paused the graph once; resume values are matched to
+        # interrupts by their order within this node, so on every later pass it must take its
+        # interrupt again, or the next call would take its decision (found by the agent
+        # manipulation suite: a third gated call resolved as "approval pending" and was lost).
+        await _replay_interrupt(ctx, task_id, call_id, name)
     if record is not None and record.status != "started":
         return record.result or {"status": record.status}  # replay, never re-run
     if spec is None or agent not in spec.agents:
@@ -283,6 +293,12 @@ async def _run_call(
         result, status = {"error": exc.message, "code": exc.code}, "failed"
     await _finish(ctx, key, task_id, agent, name, args, status, result)
     return result
+
+
+async def _replay_interrupt(ctx: AgentContext, task_id: int, call_id: str, tool: str) -> None:
+    approval = await ctx.recorder.approval_for(task_id, call_id)
+    if approval is not None:
+        interrupt({"approval_id": approval.id, "task_id": task_id, "tool": tool, "replay": True})
 
 
 def _command_denied(name: str, args: dict[str, Any]) -> dict[str, Any] | None:

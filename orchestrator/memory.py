@@ -72,6 +72,10 @@ class MemoryRecorder:
     async def approval_state(self, approval_id: int) -> ApprovalRecord:
         return self.approvals[approval_id]
 
+    async def approval_for(self, task_id: int, call_id: str) -> ApprovalRecord | None:
+        found = self.approval_calls.get((task_id, call_id))
+        return None if found is None else self.approvals[found]
+
     def decide(
         self, approval_id: int, status: str, args: dict[str, Any] | None = None, comment: str = ""
     ) -> None:

@@ -504,6 +504,15 @@ class TaskRecorder:
         assert row is not None
         return _approval_record(row)
 
+    async def approval_for(self, task_id: int, call_id: str) -> ApprovalRecord | None:
+        async with session_scope() as session:
+            row = await session.scalar(
+                select(AgentApproval).where(
+                    AgentApproval.task_id == task_id, AgentApproval.call_id == call_id
+                )
+            )
+        return None if row is None else _approval_record(row)
+
 
 def _approval_record(row: AgentApproval) -> ApprovalRecord:
     return ApprovalRecord(

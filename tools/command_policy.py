@@ -8,6 +8,7 @@ writing flag, and there is no redirection, substitution or command chaining at a
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 
@@ -41,7 +42,18 @@ DEFAULT_DENY: tuple[tuple[str, str], ...] = (
     (r"\bchown\s+-R\b[^;&|]*\s/(\s|$)", "changing ownership of /"),
     (r"\bcrontab\s+-r\b", "deleting every cron job"),
     (r">\s*/etc/(passwd|shadow|sudoers)\b", "overwriting account databases"),
+    (
+        r"\b(base64|base32|xxd|openssl)\b[^;&]*\|\s*(sudo\s+)?(ba|da|z|k)?sh\b",
+        "piping decoded text into a shell",
+    ),
+    (
+        r"\b(eval|(ba|da|z|k)?sh\s+-c)\s+[\"']?\$\([^)]*\b(base64|base32|xxd|openssl)\b",
+        "running decoded text",
+    ),
 )
+_ROOTS = {"/", "/*", "~", "~/", "$HOME", "${HOME}", "$HOME/", "${HOME}/"}
+_SIMPLE_COMMANDS = re.compile(r"[;&|\n\r]+")
+_IFS = re.compile(r"\$\{IFS\}|\$IFS\b")
 
 READ_ONLY_COMMANDS = frozenset(
     {
@@ -59,7 +71,6 @@ READ_ONLY_COMMANDS = frozenset(
         "cat",
         "head",
         "tail",
-        "less",
         "grep",
         "egrep",
         "zgrep",
@@ -131,17 +142,71 @@ _SUBCOMMANDS = {
     "kubectl": {"get", "describe", "logs", "top", "version", "explain"},
     "apt": {"list", "show", "policy", "search"},
     "dpkg": {"-l", "-L", "-s", "--list", "--status", "--listfiles", "-S", "--search"},
-    "ip": {"addr", "a", "route", "r", "link", "l", "neigh", "-br", "-s", "-4", "-6"},
 }
+# Arguments (substrings) that make a reader write, execute or change something.
 _FORBIDDEN_FLAGS = {
-    "journalctl": ("--vacuum", "--rotate", "--flush", "--sync", "--relinquish", "--setup-keys"),
+    "journalctl": (
+        "--vacuum",
+        "--rotate",
+        "--flush",
+        "--sync",
+        "--relinquish",
+        "--setup-keys",
+        "--update-catalog",
+    ),
     "find": ("-delete", "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fls", "-fprintf"),
-    "awk": ("system", ">", "|"),
-    "date": ("-s", "--set"),
-    "hostname": (),
-    "sort": ("-o", "--output"),
-    "top": (),
+    # system(), redirection, pipes, gawk's @load/@include and indirect calls, in-place editing
+    "awk": ("system", ">", "|", "@", "getline", "inplace", "--include", "--load", "--file"),
+    "date": ("--set",),
+    "sort": ("--output", "--compress-program"),
+    "dmesg": ("--clear", "--read-clear", "--console-level", "--console-off", "--console-on"),
+    "ss": ("--kill", "--diag"),
+    "file": ("--compile",),
+    "apt": ("--option", "--config-file"),
+    "dpkg": ("--force", "--admindir", "--root", "--instdir"),
 }
+# Letters no short-option cluster may contain (``sort -uo FILE`` writes like ``sort -o FILE``).
+_FORBIDDEN_SHORT = {
+    "date": "s",
+    "sort": "o",
+    "dmesg": "cCnDE",
+    "ss": "KD",
+    "file": "C",
+    "sar": "o",
+    "awk": "ifEl",
+    "apt": "oc",
+    "dpkg": "iPrRaCVxXbeAp",  # a second action (-l is the first) or an installing option
+}
+# At most this many operands: ``uniq IN OUT`` writes OUT, ``ifconfig lo down`` reconfigures.
+_MAX_OPERANDS = {"uniq": 1, "ifconfig": 1}
+_NO_ARGUMENTS = {"hostname", "env"}  # ``env CMD`` runs CMD; ``hostname NAME`` renames the host
+# Commands that only look at paths (never open them): device files are fine to name.
+_PATH_LOOKERS = {"ls", "stat", "df", "du", "lsblk", "lsof", "find", "which", "test"}
+# Opening some device files acts (a watchdog arms, a tape rewinds on close).
+_DEVICE_PATH = re.compile(r"(^|/)dev(/|$)")
+_IP_OPTIONS = {
+    "-br",
+    "-brief",
+    "-s",
+    "-stats",
+    "-statistics",
+    "-4",
+    "-6",
+    "-d",
+    "-details",
+    "-c",
+    "-color",
+    "-j",
+    "-json",
+    "-p",
+    "-pretty",
+    "-o",
+    "-oneline",
+    "-h",
+    "-human",
+}
+_IP_OBJECTS = {"addr", "address", "a", "route", "r", "link", "l", "neigh", "n", "neighbour", "rule"}
+_IP_VERBS = {"show", "list", "ls", "lst", "sh", "get"}  # ``ip r a`` is ``ip route add``
 # chaining, redirection and substitution make any command a potential writer
 _UNSAFE = re.compile(r"[;&><`\n\r]|\$\(|\$\{|\|\|")
 
@@ -160,8 +225,40 @@ def check_command_policy(command: str) -> None:
     if "\x00" in command:
         raise PolicyDenied("command contains a NUL byte")
     for rule, why in _deny_rules():
-        if rule.search(command):
+        if rule.search(command) or rule.search(_IFS.sub(" ", command)):
             raise PolicyDenied(f"command refused by policy: {why}")
+    if _removes_a_root(command):
+        raise PolicyDenied("command refused by policy: recursive removal of / or a home directory")
+
+
+def _removes_a_root(command: str) -> bool:
+    """``rm`` with a recursive flag on /, ~ or $HOME, however quoted, spaced or spelled
+    (``--recursive``, ``"/"``, ``/.``, ``//``, ``${IFS}``, ``r\\m``, ``/bin/rm``)."""
+    for simple in _SIMPLE_COMMANDS.split(_IFS.sub(" ", command)):
+        try:
+            words = shlex.split(simple)
+        except ValueError:
+            continue
+        while words and words[0] in ("sudo", "env", "command", "exec", "nice", "nohup"):
+            words = words[1:]
+        if not words or words[0].rsplit("/", 1)[-1] != "rm":
+            continue
+        flags = [w for w in words[1:] if w.startswith("-")]
+        recursive = any(
+            f in ("--recursive", "-r", "-R") or (not f.startswith("--") and set(f) & {"r", "R"})
+            for f in flags
+        )
+        targets = {_normalised(w) for w in words[1:] if not w.startswith("-")}
+        if recursive and targets & _ROOTS:
+            return True
+    return False
+
+
+def _normalised(path: str) -> str:
+    if path.startswith("/"):
+        collapsed = posixpath.normpath("/" + path.lstrip("/"))
+        return "/*" if collapsed == "/*" else collapsed
+    return path
 
 
 def is_read_only_command(command: str) -> bool:
@@ -183,23 +280,49 @@ def is_read_only_command(command: str) -> bool:
 
 
 def _stage_is_read_only(words: list[str]) -> bool:
-    name = words[0]
+    name, args = words[0], words[1:]
     if name == "sudo" or "/" in name or name not in READ_ONLY_COMMANDS:
-        return False
-    args = words[1:]
-    if name == "hostname" and args:
         return False
     if name == "top" and "-b" not in args:
         return False  # interactive top never ends
-    if name in _SUBCOMMANDS:
-        first = next((a for a in args if not a.startswith("--") or name == "service"), None)
-        if first is None and name in {"systemctl", "ip", "docker", "kubectl"}:
-            return name in {"systemctl", "ip"}  # bare "systemctl"/"ip" only list
-        if first not in _SUBCOMMANDS[name]:
-            return False
-    if name == "ip" and any(
-        a in {"add", "del", "delete", "set", "flush", "change", "replace"} for a in args
-    ):
+    if name == "ip":
+        return _ip_is_read_only(args)
+    if name in _SUBCOMMANDS and not _subcommand_is_read_only(name, args):
         return False
-    forbidden = _FORBIDDEN_FLAGS.get(name, ())
-    return not any(f in arg for arg in args for f in forbidden)
+    return _arguments_are_read_only(name, args)
+
+
+def _subcommand_is_read_only(name: str, args: list[str]) -> bool:
+    first = next((a for a in args if not a.startswith("--") or name == "service"), None)
+    if first is None:
+        return name == "systemctl"  # bare "systemctl" only lists units
+    return first in _SUBCOMMANDS[name]
+
+
+def _arguments_are_read_only(name: str, args: list[str]) -> bool:
+    if name in _NO_ARGUMENTS and args:
+        return False
+    if any(f in arg for arg in args for f in _FORBIDDEN_FLAGS.get(name, ())):
+        return False
+    letters = _FORBIDDEN_SHORT.get(name, "")
+    clusters = [a[1:] for a in args if a.startswith("-") and not a.startswith("--")]
+    if any(ch in letters for cluster in clusters for ch in cluster):
+        return False
+    operands = [a for a in args if not a.startswith("-")]
+    if len(operands) > _MAX_OPERANDS.get(name, len(operands)):
+        return False
+    return name in _PATH_LOOKERS or not any(_DEVICE_PATH.search(a) for a in args)
+
+
+def _ip_is_read_only(args: list[str]) -> bool:
+    """``ip [read-only options] [OBJECT [show|list|get ...]]``; nothing else (no -batch, no
+    netns exec, no abbreviated add/del/set/flush)."""
+    rest = list(args)
+    while rest and rest[0].startswith("-"):
+        if rest.pop(0) not in _IP_OPTIONS:
+            return False
+    if not rest:
+        return True
+    if rest.pop(0) not in _IP_OBJECTS:
+        return False
+    return not rest or rest[0] in _IP_VERBS or rest[0] == "dev"

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import jinja2
 import yaml
-from jinja2 import meta
+from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,13 +41,46 @@ _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescap
 _KEPT_OUTPUT = 8192  # bytes of each stream stored per step in the run record
 
 
+MAX_PLAYBOOK_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 20
+
+
+class _PlaybookLoader(yaml.SafeLoader):
+    """Safe YAML without the parts hostile files abuse: no aliases (billion laughs), no
+    duplicate keys (a reviewer reads the first ``command``, the last one runs), bounded depth."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases are not accepted", mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, "nested too deeply", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        keys = [self.construct_object(k, deep=True) for k, _ in node.value]
+        duplicates = {k for k in keys if keys.count(k) > 1}
+        if duplicates:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate keys {sorted(map(str, duplicates))}", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
 class ParamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")
     type: Literal["string", "integer", "boolean"] = "string"
     required: bool = False
-    default: Any = None
+    default: bool | int | str | None = None
     pattern: str | None = None
     description: str = ""
 
@@ -80,23 +113,52 @@ class PlaybookSpec(BaseModel):
 
 
 def load_spec(text: str, *, source: str = "<playbook>") -> PlaybookSpec:
-    """Parse and validate a playbook file; templates must compile and use only its params."""
+    """Parse and validate a playbook file; templates are plain ``{{ param }}`` placeholders of
+    declared parameters, nothing else (no filters, attributes, calls, blocks)."""
+    if len(text.encode()) > MAX_PLAYBOOK_BYTES:
+        raise ValueError(f"{source}: larger than {MAX_PLAYBOOK_BYTES} bytes")
     try:
-        spec = PlaybookSpec.model_validate(yaml.safe_load(text))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise ValueError(f"{source}: {exc}") from exc
+        spec = PlaybookSpec.model_validate(yaml.load(text, Loader=_PlaybookLoader))  # noqa: S506
+    except (yaml.YAMLError, ValidationError, RecursionError) as exc:
+        raise ValueError(f"{source}: {str(exc)[:2000]}") from exc
     declared = {p.name for p in spec.params}
     for step in spec.steps:
         for template in filter(None, (step.command, step.rollback)):
             try:
-                used = meta.find_undeclared_variables(_ENV.parse(template))
-            except jinja2.TemplateSyntaxError as exc:
+                used = _placeholders(template)
+            except (jinja2.TemplateSyntaxError, ValueError) as exc:
                 raise ValueError(f"{source}: step {step.name!r}: {exc}") from exc
             if used - declared:
                 raise ValueError(
                     f"{source}: step {step.name!r} uses undeclared {sorted(used - declared)}"
                 )
     return spec
+
+
+def _placeholders(template: str) -> set[str]:
+    """The parameter names a template uses; ValueError for anything but text and ``{{ name }}``.
+
+    A parameter arrives shell-quoted; an expression could undo that (``{{ p[1:-1] }}``,
+    ``{{ p | replace("'", "") }}``), reach Python internals, or build a gigabyte string.
+    """
+    names: set[str] = set()
+    for node in _ENV.parse(template).body:
+        if not isinstance(node, nodes.Output):
+            raise ValueError(
+                f"only {{{{ parameter }}}} placeholders are allowed, not {_kind(node)}"
+            )
+        for child in node.nodes:
+            if isinstance(child, nodes.Name) and child.ctx == "load":
+                names.add(child.name)
+            elif not isinstance(child, nodes.TemplateData):
+                raise ValueError(
+                    f"only {{{{ parameter }}}} placeholders are allowed, not {_kind(child)}"
+                )
+    return names
+
+
+def _kind(node: nodes.Node) -> str:
+    return f"a {type(node).__name__} expression"
 
 
 def validate_params(spec: PlaybookSpec, given: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +234,18 @@ def _render_one(template: str, quoted: dict[str, str]) -> str:
 _synced: set[tuple[str, ...]] = set()
 
 
+def _read_playbook(path: Path) -> str:
+    """The file's text; ValueError if it is too big to be a playbook or is not UTF-8."""
+    with path.open("rb") as f:
+        data = f.read(MAX_PLAYBOOK_BYTES + 1)
+    if len(data) > MAX_PLAYBOOK_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_PLAYBOOK_BYTES} bytes")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text") from exc
+
+
 def _directories() -> list[Path]:
     extra = get_settings().playbooks_dir
     return [LIBRARY] + ([extra] if extra else [])
@@ -187,8 +261,8 @@ async def sync_playbooks(*, force: bool = False) -> list[str]:
     async with get_database().session() as session:
         for directory in dirs:
             for path in sorted(directory.glob("*.y*ml")) if directory.is_dir() else []:
-                text = path.read_text()
                 try:
+                    text = _read_playbook(path)
                     spec = load_spec(text, source=str(path))
                 except ValueError as exc:
                     problems.append(str(exc))

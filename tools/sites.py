@@ -13,6 +13,7 @@ from models import ledger
 from models.errors import BadRequest, Conflict, NotFound
 from models.sites import Site, list_sites
 from models.traffic import VaultShieldRule
+from tools.ssrf import check_monitor_url
 from tools.vaultshield.engine import parse_network
 from tools.vaultshield.service import publish_rules_changed
 
@@ -39,6 +40,10 @@ def _check_url(value: str | None, field: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"{field} must be an http(s) URL with a host", fields=[field])
+    try:
+        check_monitor_url(value)  # Sentry probes it and the proxy forwards to it
+    except BadRequest as exc:
+        raise BadRequest(f"{field}: {exc.message}", code=exc.code, fields=[field]) from None
 
 
 def _normalise_allowlist(entries: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""SSRF guard for every outbound URL ExecFlow fetches or posts to (webhooks, asset fetch).
+"""SSRF guard for every outbound URL ExecFlow fetches or posts to (webhooks, assets, feeds).
 
 ``check_url(url)`` validates a URL without touching the network: http(s) only, no userinfo, no
 odd host spellings, and an IP-literal host must be a public address. ``guarded_request`` then
@@ -14,6 +14,10 @@ decimal/octal/hex/short IPv4 spellings (``2130706433``, ``0177.1``, ``0x7f.0.0.1
 
 ``EXECFLOW_OUTBOUND_ALLOWLIST`` (setting ``outbound_allowlist``) lists hosts and CIDRs that may
 be reached anyway (development, tests); plain ``http://`` is accepted only for those hosts.
+
+Monitors and proxies (Sentry V probes, the VaultShield proxy's upstream) reach private networks
+by design; ``guarded_transport`` gives them the same resolve-check-pin connection with a weaker
+policy, ``monitor_address_allowed``: everything but metadata, link-local and unspecified.
 """
 
 from __future__ import annotations
@@ -79,12 +83,27 @@ _DENIED_NETWORKS: tuple[IPNetwork, ...] = tuple(
     )
 )
 
-_BLOCKED_NAMES = frozenset(
+# Never reachable, whatever else a caller's policy allows (monitors and proxies may reach private
+# networks; nothing may reach a cloud metadata service or link-local addresses).
+_NEVER_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "169.254.0.0/16",  # link-local; AWS/GCP/Azure/OpenStack metadata 169.254.169.254
+        "100.100.100.200/32",  # Alibaba metadata
+        "168.63.129.16/32",  # Azure WireServer
+        "192.0.0.192/32",  # Oracle metadata
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "::/128",
+        "fe80::/10",
+        "fd00:ec2::254/128",  # AWS IPv6 metadata
+        "ff00::/8",
+    )
+)
+
+_METADATA_NAMES = frozenset(
     {
-        "localhost",
-        "localhost.localdomain",
-        "ip6-localhost",
-        "ip6-loopback",
         "metadata",
         "metadata.google.internal",
         "metadata.goog",
@@ -92,6 +111,12 @@ _BLOCKED_NAMES = frozenset(
         "instance-data.ec2.internal",
     }
 )
+_BLOCKED_NAMES = _METADATA_NAMES | {
+    "localhost",
+    "localhost.localdomain",
+    "ip6-localhost",
+    "ip6-loopback",
+}
 _BLOCKED_SUFFIXES = (".localhost", ".metadata.google.internal")
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _IPV4_NUMBER = re.compile(r"^(0[xX][0-9a-fA-F]*|[0-9]+)$")
@@ -131,6 +156,21 @@ def is_public_address(address: IPAddress) -> bool:
         if inner is not None and not is_public_address(inner):
             return False
     return bool(address.is_global) and not address.is_multicast
+
+
+def reaches_metadata(address: IPAddress) -> bool:
+    """True for metadata, link-local, unspecified and multicast addresses, however embedded."""
+    if any(address in net for net in _NEVER_NETWORKS if net.version == address.version):
+        return True
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = embedded_ipv4(address)
+        return inner is not None and reaches_metadata(inner)
+    return False
+
+
+def monitor_address_allowed(address: IPAddress) -> bool:
+    """The policy of monitors and proxies: private networks yes, metadata/link-local never."""
+    return not reaches_metadata(address)
 
 
 @dataclass(frozen=True)
@@ -313,6 +353,19 @@ def check_url(url: str) -> None:
     _check_target(parse_target(url), current_allowlist())
 
 
+def check_monitor_url(url: str) -> None:
+    """Refuse a URL a monitor or proxy must not contact: bad syntax, metadata or link-local.
+
+    Private addresses and names pass (monitoring internal sites is the point); the connection
+    is checked again, address by address, by ``guarded_transport``.
+    """
+    target = parse_target(url)
+    if target.address is not None and reaches_metadata(target.address):
+        raise _blocked(f"address {target.address} is a metadata or link-local address")
+    if target.host in _METADATA_NAMES or target.host.endswith(".metadata.google.internal"):
+        raise _blocked(f"host {target.host!r} is a metadata name")
+
+
 # --------------------------------------------------------------------------- the connection
 
 
@@ -341,11 +394,41 @@ def _address_of(text: str) -> IPAddress:
     return ipaddress.ip_address(text.split("%", 1)[0])
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks and pins the address; then checks the peer the socket connected to."""
+def _literal(host: str) -> IPAddress | None:
+    """The address a host names literally, in any IPv4 spelling; None for a name."""
+    try:
+        return _address_of(host)
+    except ValueError:
+        pass
+    try:
+        return parse_ipv4_spelling(host)
+    except BadRequest:
+        return None
 
-    def __init__(self, allowlist: Allowlist) -> None:
-        self.allowlist = allowlist
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves, checks and pins the address; then checks the peer the socket connected to.
+
+    Default policy: public addresses, plus what the allow-list names (an allow-listed host name
+    is trusted to be internal, never to be a metadata address). With ``permits`` (monitors and
+    proxies), every resolved address of every host must satisfy it.
+    """
+
+    def __init__(
+        self,
+        allowlist: Allowlist | None = None,
+        *,
+        permits: typing.Callable[[IPAddress], bool] | None = None,
+    ) -> None:
+        self.allowlist = allowlist or Allowlist(frozenset(), ())
+        self.permits = permits
+
+    def _allowed(self, address: IPAddress, host: str) -> bool:
+        if self.permits is not None:
+            return self.permits(address)
+        if self.allowlist.allows_host(host):
+            return not reaches_metadata(address) or self.allowlist.allows_address(address)
+        return address_allowed(address, self.allowlist)
 
     async def connect_tcp(
         self,
@@ -356,21 +439,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: typing.Iterable[typing.Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         host = host.strip("[]").lower()
-        listed_name = self.allowlist.allows_host(host)
-        try:
-            candidates = [str(_address_of(host))]
-        except ValueError:
-            try:
-                candidates = await asyncio.wait_for(_resolve(host, port), timeout)
-            except (OSError, TimeoutError) as exc:
-                raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
-        addresses = [_address_of(a) for a in candidates]
-        if not addresses:
-            raise httpcore.ConnectError(f"{host!r} has no addresses")
-        if not listed_name:
-            for address in addresses:
-                if not address_allowed(address, self.allowlist):
-                    raise _blocked(f"{host!r} resolves to non-public address {address}")
+        addresses = await self._addresses(host, port, timeout)
+        for address in addresses:
+            if not self._allowed(address, host):
+                raise _blocked(f"{host!r} resolves to non-public address {address}")
         last_error: Exception | None = None
         for address in addresses:
             try:
@@ -378,18 +450,29 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
                 continue
-            await self._check_peer(stream, host, listed_name)
+            await self._check_peer(stream, host)
             return stream
         raise httpcore.ConnectError(str(last_error or f"cannot connect to {host!r}"))
 
-    async def _check_peer(
-        self, stream: httpcore.AsyncNetworkStream, host: str, listed: bool
-    ) -> None:
+    @staticmethod
+    async def _addresses(host: str, port: int, timeout: float | None) -> list[IPAddress]:  # noqa: ASYNC109
+        literal = _literal(host)
+        if literal is not None:
+            return [literal]
+        try:
+            candidates = await asyncio.wait_for(_resolve(host, port), timeout)
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+        if not candidates:
+            raise httpcore.ConnectError(f"{host!r} has no addresses")
+        return [_address_of(a) for a in candidates]
+
+    async def _check_peer(self, stream: httpcore.AsyncNetworkStream, host: str) -> None:
         peer = stream.get_extra_info("server_addr")
         if peer is None:
             return  # not a socket (test doubles); nothing to check
         connected = _address_of(str(peer[0]))
-        if not listed and not address_allowed(connected, self.allowlist):
+        if not self._allowed(connected, host):
             await stream.aclose()
             raise _blocked(f"connection to {host!r} landed on non-public address {connected}")
 
@@ -468,6 +551,38 @@ def _next_hop(
 def _ssl_context() -> ssl.SSLContext:
     """Loading the CA bundle costs ~100 ms of CPU: do it once per process."""
     return ssl.create_default_context()
+
+
+def guarded_transport(
+    *,
+    verify: ssl.SSLContext | bool = True,
+    limits: httpx.Limits | None = None,
+    permits: typing.Callable[[IPAddress], bool] = monitor_address_allowed,
+) -> httpx.AsyncHTTPTransport:
+    """An httpx transport whose every connection goes through ``GuardedBackend(permits=...)``.
+
+    For clients that keep connections (Sentry probes, the VaultShield proxy): the address is
+    resolved, checked and pinned on each new connection, so a DNS answer that changes later
+    cannot move the client onto a forbidden address.
+    """
+    limits = limits or httpx.Limits()
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    elif verify:
+        context = _ssl_context()
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    # httpx has no public hook for httpcore's network backend: replace the pool it made.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=GuardedBackend(permits=permits),
+    )
+    return transport
 
 
 async def guarded_request(

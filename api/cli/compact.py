@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api.cli import load_settings
@@ -19,11 +20,13 @@ ACTOR = "cli"
 
 
 def _progress() -> Progress:
+    """Progress on stderr: stdout carries only the JSON result (it is often piped)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
+        console=Console(stderr=True),
     )
 
 

@@ -119,12 +119,10 @@ async def test_approved_call_runs_once_even_if_resumed_again() -> None:
     h.recorder.decide(1, "approved")
     await h.resume()
     assert len(h.executed) == 1
-    # Replaying the same call id (as a re-run node would) returns the stored result.
-    from orchestrator.graph import _run_call
-
-    state = await h.graph.aget_state(h.config)
-    call = {"name": "run_playbook", "args": h.executed[0][1], "id": "call_1"}
-    await _run_call(h.context, state.values, "remediation", call)
+    # A node that re-runs replays the stored result (it also takes its interrupt again, so it
+    # needs a graph run: test_each_of_several_calls_in_one_message_waits_for_its_own_decision
+    # re-runs the node past an approved call).
+    await h.resume()
     assert len(h.executed) == 1
 
 
@@ -204,3 +202,33 @@ async def test_injection_produces_no_unapproved_change(task: str) -> None:
     assert not state.interrupts
     assert all(not c[0].startswith("set_") for c in h.executed)
     assert all("rm" not in str(c[1].get("command", "")) for c in h.executed)
+
+
+class ParallelCalls(LocalChatModel):
+    """Proposes several state-changing calls in one message, then answers."""
+
+    def decide(self, messages: Any, **kwargs: Any) -> AIMessage:
+        if any(isinstance(m, AIMessage) and m.tool_calls for m in messages):
+            return AIMessage(content="done")
+        calls = [
+            {"name": "quarantine_target", "args": {"target": f"192.0.2.{n}"}, "id": f"p{n}"}
+            for n in (1, 2, 3)
+        ]
+        return AIMessage(content="", tool_calls=[{**c, "type": "tool_call"} for c in calls])
+
+
+async def test_each_of_several_calls_in_one_message_waits_for_its_own_decision() -> None:
+    """Regression: a replayed (already decided) call must take its interrupt again, or the
+    third call received the second call's resume value and ended as "approval pending"."""
+    h = Harness(
+        "quarantine three addresses", agent="security", model=ParallelCalls(world=FIXTURE_WORLD)
+    )
+    state = await h.start()
+    for approval_id in (1, 2, 3):
+        assert state.interrupts and state.interrupts[0].value["approval_id"] == approval_id
+        h.recorder.decide(approval_id, "approved" if approval_id == 2 else "rejected")
+        state = await h.resume()
+    assert not state.interrupts
+    assert h.executed == [("quarantine_target", {"target": "192.0.2.2"})]
+    statuses = {c["args"]["target"]: c["status"] for c in h.recorder.finished}
+    assert statuses == {"192.0.2.1": "rejected", "192.0.2.2": "completed", "192.0.2.3": "rejected"}

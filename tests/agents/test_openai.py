@@ -6,10 +6,7 @@ final answer; it also answers errors (500) and malformed tool arguments. Only lo
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,6 +17,8 @@ from agents.toolkit import RecordingBackend
 from models.errors import UpstreamError
 from orchestrator.graph import AgentContext, builder, initial_state
 from orchestrator.memory import MemoryRecorder
+from tests.support.chat_server import chat_completions_server
+from tests.support.chat_server import completion as _completion
 
 
 class FakeLLM:
@@ -28,62 +27,16 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
 
 
-def _completion(content: str | None = None, calls: list[dict[str, Any]] | None = None) -> dict:
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if calls:
-        message["tool_calls"] = [
-            {
-                "id": f"call_{i}",
-                "type": "function",
-                "function": {"name": c["name"], "arguments": c["arguments"]},
-            }
-            for i, c in enumerate(calls)
-        ]
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "fake",
-        "choices": [
-            {"index": 0, "message": message, "finish_reason": "tool_calls" if calls else "stop"}
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-
-
 @pytest.fixture
 def llm() -> Iterator[tuple[str, FakeLLM]]:
     state = FakeLLM()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            return None
+    def answer(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        state.requests.append(request)
+        return state.script.pop(0) if state.script else (200, _completion("done"))
 
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            state.requests.append(json.loads(self.rfile.read(length)))
-            status, body = state.script.pop(0) if state.script else (200, _completion("done"))
-            self._send(status, body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with chat_completions_server(answer) as url:
+        yield url, state
 
 
 def _run(model: OpenAIChatModel) -> tuple[Any, RecordingBackend, MemoryRecorder]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from models.settings import Settings
+from models.settings import Settings, configure
+from tests.executor.conftest import ssh_keys, sshd_farm  # noqa: F401 - fixtures
+from tests.hardening.ssrf_support import servers, tls_servers  # noqa: F401 - fixtures
+from tests.support.netguard import netguard  # noqa: F401 - a fixture for the SSRF suites
 from tests.support.processes import serve
 
 
@@ -28,3 +32,17 @@ def served(
     with serve(env) as base:
         port = base.rsplit(":", 1)[1]
         yield base, data_dir / f"serve-{port}.log"
+
+
+def configure_module(database_url: str, tmp: pytest.TempPathFactory, **overrides: Any) -> Settings:
+    """Settings for one module of these suites (no background probes), made current."""
+    s = Settings(
+        data_dir=tmp.mktemp("data"),
+        database_url=database_url,
+        log_format="text",
+        sentry_scheduler=False,
+        server_probe_interval=0,
+        **overrides,
+    )
+    configure(s)
+    return s

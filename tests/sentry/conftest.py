@@ -15,10 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 # The background scheduler would probe test sites on the real clock; tests drive probes
 # themselves with a fake clock (tests/conftest.py turns it off; test_scheduler.py starts it).
@@ -26,6 +22,7 @@ os.environ.setdefault("EXECFLOW_SENTRY_SCHEDULER", "off")  # for `execflow serve
 
 from models.db import Database
 from models.sites import Site
+from tests.support.pki import Pki, make_pki
 from tools.sentry.scheduler import make_client
 
 SECURE_HEADERS = {
@@ -90,59 +87,6 @@ def upstream() -> Iterator[Upstream]:
     yield up
     server.shutdown()
     server.server_close()
-
-
-@dataclass
-class Pki:
-    ca_pem: bytes
-    server_context: ssl.SSLContext
-    client_context: ssl.SSLContext
-    not_after: dt.datetime
-
-
-def make_pki(tmp: Path, *, days_left: float) -> Pki:
-    """A CA and a ``localhost`` certificate that expires ``days_left`` days from now."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sentry Test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    not_after = now + dt.timedelta(days=days_left)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "leaf.pem", tmp / "leaf.key"
-    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_context.load_cert_chain(cert_path, key_path)
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    client_context = ssl.create_default_context(cadata=ca_pem.decode())
-    return Pki(ca_pem, server_context, client_context, not_after)
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography import x509
 
+from models.errors import BadRequest
 from models.sentry import SEVERITIES
+from tools.ssrf import monitor_address_allowed, parse_ipv4_spelling
 
 MAX_BODY_BYTES = 2_000_000
 USER_AGENT = "ExecFlow-SentryV/1.0"
@@ -31,8 +33,6 @@ SECURITY_HEADERS = (
     "x-frame-options",
     "referrer-policy",
 )
-# Addresses a monitor must never reach, whatever the site says: cloud metadata and link-local.
-_FORBIDDEN_NETS = (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10"))
 
 
 @dataclass(frozen=True)
@@ -118,11 +118,25 @@ async def probe(
     return outcome
 
 
+def _literal(host: str) -> str | None:
+    """The address a literal host names (any IPv4 spelling browsers accept), else None."""
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        address = parse_ipv4_spelling(host)
+    except BadRequest:
+        return None
+    return None if address is None else str(address)
+
+
 async def _check_dns(host: str, port: int, limit_s: float) -> Check:
     started = time.perf_counter()
-    try:
-        addresses = [str(ipaddress.ip_address(host.strip("[]")))]  # a literal needs no lookup
-    except ValueError:
+    literal = _literal(host)
+    if literal is not None:
+        addresses = [literal]  # a literal needs no lookup
+    else:
         try:
             infos = await asyncio.wait_for(
                 asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
@@ -133,9 +147,13 @@ async def _check_dns(host: str, port: int, limit_s: float) -> Check:
         addresses = sorted({str(info[4][0]) for info in infos})
     elapsed = round((time.perf_counter() - started) * 1000, 2)
     detail: dict[str, Any] = {"addresses": addresses, "resolve_ms": elapsed}
-    if any(ipaddress.ip_address(a.split("%")[0]) in n for a in addresses for n in _FORBIDDEN_NETS):
-        return Check("dns", False, severity="high", detail={**detail, "error": "forbidden target"})
+    if not all(monitor_address_allowed(ipaddress.ip_address(a.split("%")[0])) for a in addresses):
+        return _forbidden(detail)
     return Check("dns", True, detail=detail)
+
+
+def _forbidden(detail: dict[str, Any]) -> Check:
+    return Check("dns", False, severity="high", detail={**detail, "error": "forbidden target"})
 
 
 async def _check_http(
@@ -159,6 +177,11 @@ async def _check_http(
                     break
     except httpx.HTTPError as exc:
         outcome.checks.append(_connection_failure(exc))
+        return
+    except BadRequest:  # the connection's own resolution found a forbidden address
+        dns = [c for c in outcome.checks if c.name == "dns"]
+        outcome.checks = [c for c in outcome.checks if c.name != "dns"]
+        outcome.checks.append(_forbidden({**(dns[0].detail if dns else {}), "stage": "connect"}))
         return
     latency = round((time.perf_counter() - started) * 1000, 2)
     outcome.status_code, outcome.latency_ms = response.status_code, latency

@@ -27,6 +27,7 @@ from models.sentry import Monitor
 from models.sites import Site
 from tools.sentry.probes import ProbeConfig, probe
 from tools.sentry.store import Finished, new_monitor, prune_results, store_outcomes, writing
+from tools.ssrf import guarded_transport
 
 log = logging.getLogger("execflow.sentry")
 RETENTION = dt.timedelta(days=14)
@@ -49,9 +50,15 @@ class SystemClock:
 def make_client(
     *, verify: ssl.SSLContext | bool = True, concurrency: int = 20
 ) -> httpx.AsyncClient:
-    """The HTTP client probes share (no redirects followed: a 3xx is an answer)."""
+    """The HTTP client probes share (no redirects followed: a 3xx is an answer).
+
+    Every connection is resolved, checked and pinned by the SSRF guard's monitor policy: a site
+    may be on a private network, never on a metadata or link-local address (not even when its
+    DNS answer changes between the probe's DNS check and the connection).
+    """
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(verify=verify, limits=limits, follow_redirects=False, trust_env=False)
+    transport = guarded_transport(verify=verify, limits=limits)
+    return httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
 
 
 async def probe_site(

@@ -24,7 +24,9 @@ from urllib.parse import parse_qs
 import httpx
 
 from models.db import Database, init_database, utcnow
+from models.errors import BadRequest
 from models.settings import Settings
+from tools.ssrf import guarded_transport
 from tools.vaultshield.challenge import COOKIE_NAME, VERIFY_PATH, Challenger, shield_secret
 from tools.vaultshield.engine import Decision, Engine, LayeredEngine, Rule
 from tools.vaultshield.geo import load_country_lookup
@@ -105,9 +107,12 @@ class ShieldProxy:
             claim_once=self._claim_redis if self._redis is not None else None,
         )
         await self.reload()
+        # Upstreams live on private networks; the guard still keeps metadata addresses out
+        # (a write key sets a site's upstream_url, and this proxy faces the internet).
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
         self.client = httpx.AsyncClient(
+            transport=guarded_transport(limits=limits),
             timeout=httpx.Timeout(60.0, connect=5.0),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
             follow_redirects=False,
         )
         self._tasks = [
@@ -374,7 +379,7 @@ class ShieldProxy:
         request = self.client.build_request(scope["method"], url, headers=out, content=content)
         try:
             response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, BadRequest) as exc:  # BadRequest: a forbidden upstream address
             log.warning("upstream request failed: %s", type(exc).__name__)
             await _respond(send, 502, b"Bad gateway\n", "text/plain")
             return
