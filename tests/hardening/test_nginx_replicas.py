@@ -69,7 +69,7 @@ def run_nginx(prefix: Path, config: str) -> Iterator[str]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port.group(1)}"
     try:
-        wait_http(base + "/healthz")
+        wait_http(base + "/healthz", proc=proc)
         yield base
     finally:
         proc.terminate()

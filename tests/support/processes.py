@@ -22,9 +22,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    """Wait until ``url`` answers. Generous by default: a 2-core CI machine running three test
+    workers can take tens of seconds to start a server; a ``proc`` that exits fails at once."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"the server for {url} exited with {proc.returncode} before answering"
+            )
         try:
             if httpx.get(url, timeout=1.0).status_code < 500:
                 return
@@ -79,7 +85,7 @@ def serve(env: Mapping[str, str], *args: str, port: int | None = None) -> Iterat
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + "/healthz")
+        wait_http(base + "/healthz", proc=proc)
         yield base
     finally:
         proc.terminate()
