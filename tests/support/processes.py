@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,3 +89,50 @@ def serve(env: Mapping[str, str], *args: str, port: int | None = None) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+class Proc:
+    """An ``execflow`` subprocess with its log in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", *args],
+            env=execflow_env(env),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"process exited early:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{text!r} not in log within {timeout}s:\n{self.log()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+        self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        self._log.close()
