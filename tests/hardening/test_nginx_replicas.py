@@ -9,7 +9,6 @@ PostgreSQL only: several replicas on one SQLite file is not a supported layout.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import uuid
@@ -24,22 +23,14 @@ from models.db import init_database
 from models.settings import Settings
 from tests.conftest import REDIS_URL, create_database
 from tests.support.nginx import MISSING, NGINX, SHIPPED, nginx_config, run_nginx
-from tests.support.processes import free_port, serve
+from tests.support.processes import free_port, json_log_records, serve
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason=MISSING)
 RATE, BURST = 60, 5  # the rate-limited key: 60/min (one a second), bursts of 5
 
 
-def _log_records(path: Path) -> list[dict]:
-    records = []
-    for line in path.read_text().splitlines():
-        if line.startswith("{"):
-            records.append(json.loads(line))
-    return records
-
-
 def _request_records(path: Path) -> list[dict]:
-    return [r for r in _log_records(path) if r.get("msg") == "request"]
+    return [r for r in json_log_records(path) if r.get("msg") == "request"]
 
 
 def _error_shaped(response: httpx.Response) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,6 +34,11 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def json_log_records(path: Path) -> list[dict]:
+    """The JSON records of an ExecFlow log (``EXECFLOW_LOG_FORMAT=json``); other lines skipped."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
 
 def execflow_env(extra: Mapping[str, str]) -> dict[str, str]:

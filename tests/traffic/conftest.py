@@ -26,7 +26,7 @@ from tools.vaultshield.challenge import VERIFY_PATH, solve
 from tools.vaultshield.proxy import READY_PATH
 
 
-class _Echo(BaseHTTPRequestHandler):
+class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _answer(self) -> None:
@@ -57,7 +57,7 @@ class _Echo(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
     """A real HTTP server on loopback that echoes what it received."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
