@@ -22,6 +22,7 @@ import yaml
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import ledger
@@ -170,6 +171,7 @@ def _render_one(template: str, quoted: dict[str, str]) -> str:
 
 
 _synced: set[tuple[str, ...]] = set()
+_SYNC_ATTEMPTS = 3
 
 
 def _directories() -> list[Path]:
@@ -183,6 +185,20 @@ async def sync_playbooks(*, force: bool = False) -> list[str]:
     key = (get_database().url, *map(str, dirs))
     if key in _synced and not force:
         return []
+    for attempt in range(_SYNC_ATTEMPTS):
+        try:
+            problems = await _register_files(dirs)
+            break
+        except IntegrityError:
+            # Another process (a replica starting beside this one) registered a file first and
+            # this transaction rolled back; the next pass finds that row and updates or skips it.
+            if attempt == _SYNC_ATTEMPTS - 1:
+                raise
+    _synced.add(key)
+    return problems
+
+
+async def _register_files(dirs: list[Path]) -> list[str]:
     problems: list[str] = []
     async with get_database().session() as session:
         for directory in dirs:
@@ -195,7 +211,6 @@ async def sync_playbooks(*, force: bool = False) -> list[str]:
                     log.warning("skipping invalid playbook %s", exc)
                     continue
                 await _upsert(session, spec, str(path), hashlib.sha256(text.encode()).hexdigest())
-    _synced.add(key)
     return problems
 
 
