@@ -410,6 +410,8 @@ async def _stop_schedules(api: httpx.AsyncClient, db: Database, setup: Setup) ->
 
 
 def _check_rate_limit(load: Load, cluster: Cluster, key_id: int) -> None:
+    """The limited key's successes stayed within its bucket across both replicas; the admin
+    key's requests all succeeded; the restarted replica is back in nginx's rotation."""
     statuses = load.limited_statuses
     allowed = statuses.count(200)
     assert set(statuses) <= {200, 429}, statuses
@@ -425,3 +427,5 @@ def _check_rate_limit(load: Load, cluster: Cluster, key_id: int) -> None:
             1 for log in logs for r in json_log_records(log) if r.get("key_id") == key_id
         )
     assert all(served.values()), f"the limited key reached one replica only: {served}"
+    restarted = cluster.replicas[0].log_path
+    assert any(r.get("msg") == "request" for r in json_log_records(restarted)), restarted
