@@ -40,11 +40,11 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from api.keys import create_api_key
 from models.agent_tasks import FINAL_TASK_STATES, AgentTask
 from models.db import Database, init_database
 from tests.conftest import REDIS_URL, create_database
 from tests.support.cluster import Cluster, run_cluster
+from tests.support.keys import unlimited_admin_key
 
 WRK_SCRIPT = """
 local paths = {"/api/servers", "/api/agents/tasks?limit=5"}
@@ -138,19 +138,6 @@ def memory(cluster: Cluster) -> dict[str, int]:
     return named
 
 
-async def make_key(db: Database) -> str:
-    async with db.session() as session:
-        _, key = await create_api_key(
-            session,
-            name="bench",
-            scope="admin",
-            plan="enterprise",
-            rate_per_minute=100_000_000,
-            actor="bench",
-        )
-    return key
-
-
 async def agent_throughput(base: str, key: str, db: Database, count: int) -> dict[str, Any]:
     """Submit ``count`` read-only tasks at once; tasks per minute from first submit to last
     completion (so it includes queueing, the graph, the ledger and the database)."""
@@ -212,7 +199,7 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "EXECFLOW_LOG_LEVEL": "WARNING",  # per-request INFO lines would dominate the figures
     }
     try:
-        key = await make_key(db)
+        key = await unlimited_admin_key(db, name="bench")
         with run_cluster(root / "cluster", env, worker_concurrency=args.worker_concurrency) as c:
             return await _measure(args, c, key, db)
     finally:

@@ -31,7 +31,6 @@ import pytest
 from sqlalchemy import func, select
 
 import tests.jobs.handlers  # noqa: F401  (test.effect: the job the beat schedule fires)
-from api.keys import create_api_key
 from models import schedules
 from models.agent_tasks import FINAL_TASK_STATES, AgentTask
 from models.db import Database, init_database
@@ -56,6 +55,7 @@ from tests.hardening.cluster_checks import (
 )
 from tests.hardening.cluster_targets import AssetServer, Markers, asset_server, upstream_server
 from tests.support.cluster import Cluster, run_cluster
+from tests.support.keys import limited_read_key, unlimited_admin_key
 from tests.support.nginx import MISSING, NGINX
 from tests.support.processes import ROOT, json_log_records, run_cli
 from tests.traffic.conftest import shield_process
@@ -112,29 +112,6 @@ class Load:
                 await asyncio.gather(*tasks)
 
 
-async def _keys(db: Database) -> tuple[str, str, int]:
-    """(admin key with no effective limit, rate-limited read key, its id)."""
-    async with db.session() as session:
-        _, admin = await create_api_key(
-            session,
-            name="cluster",
-            scope="admin",
-            plan="enterprise",
-            rate_per_minute=1_000_000,
-            actor="test",
-        )
-        row, limited = await create_api_key(
-            session,
-            name="limited",
-            scope="read",
-            plan="enterprise",
-            rate_per_minute=RATE,
-            burst=BURST,
-            actor="test",
-        )
-    return admin, limited, row.id
-
-
 def _env(tmp: Path, url: str, prefix: str) -> dict[str, str]:
     return {
         "EXECFLOW_DATA_DIR": str(tmp / "data"),
@@ -176,7 +153,8 @@ async def _forget_redis(prefix: str) -> None:
 
 
 async def _run(tmp: Path, url: str, prefix: str, db: Database) -> None:
-    admin, limited, limited_id = await _keys(db)
+    admin = await unlimited_admin_key(db)
+    limited, limited_id = await limited_read_key(db, rate=RATE, burst=BURST)
     keys = Keys.generate(tmp / "ssh")
     farm = SshdFarm(keys)
     env = _env(tmp, url, prefix)

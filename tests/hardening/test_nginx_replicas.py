@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.keys import create_api_key
 from models.db import init_database
 from models.settings import Settings
 from tests.conftest import REDIS_URL, create_database
+from tests.support.keys import limited_read_key, unlimited_admin_key
 from tests.support.nginx import MISSING, NGINX, SHIPPED, nginx_config, run_nginx
 from tests.support.processes import free_port, json_log_records, serve
 
@@ -48,25 +48,8 @@ def test_shipped_body_limit_matches_the_api_default() -> None:
 async def _setup_keys(url: str) -> tuple[str, str, int]:
     db = init_database(url)
     try:
-        async with db.session() as session:
-            _, open_key = await create_api_key(
-                session,
-                name="lb",
-                scope="admin",
-                plan="enterprise",
-                rate_per_minute=100_000,
-                actor="test",
-            )
-            row, limited = await create_api_key(
-                session,
-                name="limited",
-                scope="read",
-                plan="enterprise",
-                rate_per_minute=RATE,
-                burst=BURST,
-                actor="test",
-            )
-            return open_key, limited, row.id
+        limited, limited_id = await limited_read_key(db, rate=RATE, burst=BURST)
+        return await unlimited_admin_key(db, name="lb"), limited, limited_id
     finally:
         await db.dispose()
 

@@ -9,31 +9,13 @@ CompactEdge's asset files), as hosts would share a mounted volume and the secret
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from tests.support.nginx import nginx_config, run_nginx
-from tests.support.processes import Proc, free_port
-
-
-def wait_ready(proc: Proc, url: str, timeout: float = 120.0) -> None:
-    """Wait until ``url`` answers 200, failing at once (with its log) if ``proc`` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(f"{proc.log_path.name} exited:\n{proc.log()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready within {timeout}s:\n{proc.log()[-3000:]}")
+from tests.support.processes import Proc, free_port, wait_started
 
 
 @dataclass
@@ -75,7 +57,8 @@ class Cluster:
         return proc
 
     def wait_replica(self, index: int) -> None:
-        wait_ready(self.replicas[index], f"http://127.0.0.1:{self.replica_ports[index]}/readyz")
+        proc, port = self.replicas[index], self.replica_ports[index]
+        wait_started(proc.popen, f"http://127.0.0.1:{port}/readyz", proc.log_path)
 
     def spawn_worker(self) -> Proc:
         args = ["worker", "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO"]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.processes import ROOT, wait_http
+from tests.support.processes import ROOT, stop_process, wait_http
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 MISSING = "nginx is not installed; `scripts/setup --dev` installs Debian's nginx for this test"
@@ -52,8 +52,4 @@ def run_nginx(prefix: Path, config: str) -> Iterator[str]:
         wait_http(base + "/healthz")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)

@@ -36,6 +36,25 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def wait_started(proc: subprocess.Popen, url: str, log: Path, *, timeout: float = 120.0) -> None:
+    """Wait until ``url`` answers without a 5xx, failing at once (with the tail of ``log``) if
+    the process exits. Generous: on the shared 2-core machine an ExecFlow process
+    importing the whole application has taken over 30 s to start under load."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{log.name} exited:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(
+        f"{url} not up within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}"
+    )
+
+
 def json_log_records(path: Path) -> list[dict]:
     """The JSON records of an ExecFlow log (``EXECFLOW_LOG_FORMAT=json``); other lines skipped."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
@@ -86,15 +105,22 @@ def serve(env: Mapping[str, str], *args: str, port: int | None = None) -> Iterat
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(base + "/healthz")
+        wait_started(proc, base + "/healthz", Path(log.name))
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 class Proc:
@@ -134,11 +160,5 @@ class Proc:
         self.popen.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+        stop_process(self.popen, timeout=15)
         self._log.close()
