@@ -18,6 +18,7 @@ evals/bench_cluster.py).
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import time
 import uuid
@@ -77,6 +78,7 @@ class Load:
         self.admin_ok = 0
         self.window: tuple[float, float] = (0.0, 0.0)
         self._stop = asyncio.Event()
+        self._random = random.Random()
 
     async def _limited(self, client: httpx.AsyncClient) -> None:
         first = time.monotonic()
@@ -84,7 +86,7 @@ class Load:
             r = await client.get("/api/servers", headers=auth(self.limited))
             self.limited_statuses.append(r.status_code)
             self.window = (first, time.monotonic())
-            await asyncio.sleep(0.2)
+            await self._pause()
 
     async def _admin(self, client: httpx.AsyncClient) -> None:
         while not self._stop.is_set():
@@ -96,7 +98,12 @@ class Load:
                     self.admin_failures.append(f"{r.status_code} {r.text[:200]}")
             except httpx.HTTPError as exc:
                 self.admin_failures.append(repr(exc))
-            await asyncio.sleep(0.2)
+            await self._pause()
+
+    async def _pause(self) -> None:
+        # Irregular gaps: two loops at one fixed period can phase-lock with nginx's round robin
+        # and send one key's every request to the same replica (seen once in the gate).
+        await asyncio.sleep(self._random.uniform(0.05, 0.35))
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Load]:
