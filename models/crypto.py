@@ -11,6 +11,7 @@ of them under a new key, and ``drop_old_keys`` removes the old keys once nothing
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +61,22 @@ def read_keys(path: Path | None = None) -> list[bytes]:
     """The keys in the key file, newest first (creating the file with one key if missing)."""
     path = path or _key_path()
     if not path.exists():
-        write_private_file(path, Fernet.generate_key() + b"\n")
+        _create_key_file(path)
     return [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _create_key_file(path: Path) -> None:
+    """Create the key file once, even when processes sharing the data dir start together: the
+    key is written under a temporary name and linked into place, so the first link wins and the
+    others read its key (one writing over another would orphan what the other encrypted)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    write_private_file(tmp, Fernet.generate_key() + b"\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
 
 
 def _write_keys(path: Path, keys: list[bytes]) -> None:

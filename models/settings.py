@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     webhook_secret_grace_hours: float = Field(default=24.0, ge=0)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
     webhook_dispatcher: bool = Field(
-        default=True, description="Run the webhook dispatcher inside `execflow serve`"
+        default=True,
+        description="Run the webhook dispatcher inside `execflow serve` and `execflow worker`",
     )
 
     # executor (issue 4)

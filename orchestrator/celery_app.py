@@ -217,6 +217,18 @@ async def sweep_forever(stop: asyncio.Event, *, every: float = SWEEP_SECONDS) ->
 
 _sweep_stop: asyncio.Event | None = None
 _sweep_future: concurrent.futures.Future[None] | None = None
+_webhooks: Any = None  # this worker's webhook dispatcher, when it runs one
+
+
+async def _start_webhook_dispatcher() -> Any:
+    """Webhook deliveries are background work too, so workers run the dispatcher (any number
+    may share a database: fan-out is a compare-and-set, deliveries are leased) and API
+    replicas can turn theirs off (EXECFLOW_WEBHOOK_DISPATCHER=false on the replicas)."""
+    from tools.webhooks.dispatcher import Dispatcher
+
+    dispatcher = Dispatcher()
+    await dispatcher.start()
+    return dispatcher
 
 
 @signals.worker_init.connect
@@ -226,8 +238,9 @@ def _on_worker_init(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
-    """Start this worker's dispatch sweep (delayed jobs, retries, dead workers' jobs)."""
-    global _sweep_stop, _sweep_future
+    """Start this worker's dispatch sweep (delayed jobs, retries, dead workers' jobs) and,
+    unless EXECFLOW_WEBHOOK_DISPATCHER=false, its webhook dispatcher."""
+    global _sweep_stop, _sweep_future, _webhooks
     p = portal()
 
     async def make_event() -> asyncio.Event:
@@ -235,6 +248,8 @@ def _on_worker_ready(**_: Any) -> None:
 
     _sweep_stop = p.run(make_event())
     _sweep_future = p.submit(sweep_forever(_sweep_stop))
+    if get_settings().webhook_dispatcher:
+        _webhooks = p.run(_start_webhook_dispatcher())
     # On stdout whatever the log level: scripts and tests wait for this line.
     print(f"execflow worker {worker_name('celery')} ready", flush=True)
 
@@ -246,5 +261,8 @@ def _on_worker_shutdown(**_: Any) -> None:
         if _sweep_future is not None:
             with contextlib.suppress(Exception):
                 _sweep_future.result(timeout=5)
+        if _webhooks is not None:
+            with contextlib.suppress(Exception):
+                _portal.run(_webhooks.stop(), timeout=5)
         with contextlib.suppress(Exception):
             _portal.run(get_database().dispose(), timeout=5)

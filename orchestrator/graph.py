@@ -21,8 +21,10 @@ import os
 
 os.environ.setdefault("LANGGRAPH_STRICT_MSGPACK", "true")
 
+import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol, TypedDict
@@ -359,6 +361,35 @@ def initial_state(
 
 
 _pg_setup_done: set[str] = set()
+# A session advisory-lock key no other code uses: "execflow" in ASCII.
+_PG_SETUP_LOCK = 0x65786563666C6F77
+
+
+async def _setup_postgres_saver(saver: Any, *, wait_seconds: float = 120.0) -> None:
+    """``AsyncPostgresSaver.setup()`` cannot run concurrently: two processes doing their first
+    agent task on a fresh database both insert the same ``checkpoint_migrations`` row, and one
+    task fails (found by the cluster test). An advisory lock serializes the setups across
+    processes; the later ones find the migrations applied and do nothing.
+
+    The lock is polled with ``pg_try_advisory_lock``, never waited for in a statement: the
+    migrations include ``CREATE INDEX CONCURRENTLY``, which waits for every open transaction,
+    so a session blocked in ``pg_advisory_lock`` would deadlock with the holder."""
+    deadline = time.monotonic() + wait_seconds
+    while not await _try_lock(saver, "pg_try_advisory_lock"):
+        if time.monotonic() > deadline:
+            raise TimeoutError("another process held the checkpoint setup lock too long")
+        await asyncio.sleep(0.1)
+    try:
+        await saver.setup()
+    finally:
+        await _try_lock(saver, "pg_advisory_unlock")
+
+
+async def _try_lock(saver: Any, function: str) -> bool:
+    async with saver.conn.cursor() as cursor:
+        await cursor.execute(f"SELECT {function}(%s) AS done", (_PG_SETUP_LOCK,))
+        row = await cursor.fetchone()
+    return bool(row["done"] if isinstance(row, dict) else row[0])
 
 
 @contextlib.asynccontextmanager
@@ -377,7 +408,7 @@ async def open_checkpointer(settings: Settings) -> AsyncIterator[Any]:
     url = settings.db_url.replace("postgresql+asyncpg://", "postgresql://", 1)
     async with AsyncPostgresSaver.from_conn_string(url) as saver:
         if url not in _pg_setup_done:
-            await saver.setup()
+            await _setup_postgres_saver(saver)
             _pg_setup_done.add(url)
         yield saver
 

@@ -22,6 +22,7 @@ import yaml
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import ledger
@@ -232,6 +233,7 @@ def _render_one(template: str, quoted: dict[str, str]) -> str:
 
 
 _synced: set[tuple[str, ...]] = set()
+_SYNC_ATTEMPTS = 3
 
 
 def _read_playbook(path: Path) -> str:
@@ -257,6 +259,20 @@ async def sync_playbooks(*, force: bool = False) -> list[str]:
     key = (get_database().url, *map(str, dirs))
     if key in _synced and not force:
         return []
+    for attempt in range(_SYNC_ATTEMPTS):
+        try:
+            problems = await _register_files(dirs)
+            break
+        except IntegrityError:
+            # Another process (a replica starting beside this one) registered a file first and
+            # this transaction rolled back; the next pass finds that row and updates or skips it.
+            if attempt == _SYNC_ATTEMPTS - 1:
+                raise
+    _synced.add(key)
+    return problems
+
+
+async def _register_files(dirs: list[Path]) -> list[str]:
     problems: list[str] = []
     async with get_database().session() as session:
         for directory in dirs:
@@ -269,7 +285,6 @@ async def sync_playbooks(*, force: bool = False) -> list[str]:
                     log.warning("skipping invalid playbook %s", exc)
                     continue
                 await _upsert(session, spec, str(path), hashlib.sha256(text.encode()).hexdigest())
-    _synced.add(key)
     return problems
 
 
@@ -474,7 +489,7 @@ async def execute_run(run_id: int, *, ctx: JobContext | None = None) -> dict[str
         plan = render(_spec(row), run.params)
         run.status, run.started_at = "running", utcnow()
         name, actor, request_id = row.name, run.actor, run.request_id
-    runner = _StepRunner(run_id, name, ref, actor, request_id)
+    runner = _StepRunner(run_id, name, ref, actor, request_id, ctx)
     started = time.perf_counter()
     try:
         failed_at = await _steps_then_rollbacks(runner, plan, ctx)
@@ -494,20 +509,24 @@ async def execute_run(run_id: int, *, ctx: JobContext | None = None) -> dict[str
         run.status, run.error, run.duration_ms = status, error, duration
         run.steps, run.finished_at = runner.records, utcnow()
         view = _full_run_view(run)
-    await ledger.record(
-        "playbook_run",
-        actor=actor,
-        server_id=ref.id or None,
-        target=f"playbook:{name}",
-        params={"run_id": run_id, "phase": "finished"},
-        result={
-            "status": status,
-            "duration_ms": duration,
-            "failed_step": failed_at,
-            "rolled_back": [r["index"] for r in runner.records if r["phase"] == "rollback"],
-        },
-        request_id=request_id,
-    )
+
+    async def audit_finish() -> None:
+        await ledger.record(
+            "playbook_run",
+            actor=actor,
+            server_id=ref.id or None,
+            target=f"playbook:{name}",
+            params={"run_id": run_id, "phase": "finished"},
+            result={
+                "status": status,
+                "duration_ms": duration,
+                "failed_step": failed_at,
+                "rolled_back": [r["index"] for r in runner.records if r["phase"] == "rollback"],
+            },
+            request_id=request_id,
+        )
+
+    await (audit_finish() if ctx is None else ctx.step("finished", audit_finish))
     return view
 
 
@@ -529,22 +548,49 @@ async def _steps_then_rollbacks(
 
 
 class _StepRunner:
-    """Runs one step (or rollback), audits it, and saves the growing record list to the run."""
+    """Runs one step (or rollback), audits it, and saves the growing record list to the run.
+
+    Under a job (``ctx``) each step runs at most once across redeliveries: a step completed by
+    an earlier attempt is replayed from the job's steps, and one that was started but never
+    recorded (its worker died mid-command) is not run again. Its outcome is unknown, so it
+    counts as failed: the run stops there and the completed steps roll back.
+    """
 
     def __init__(
-        self, run_id: int, name: str, ref: ServerRef, actor: str, request_id: str | None
+        self,
+        run_id: int,
+        name: str,
+        ref: ServerRef,
+        actor: str,
+        request_id: str | None,
+        ctx: JobContext | None = None,
     ) -> None:
         self.run_id, self.name, self.ref = run_id, name, ref
-        self.actor, self.request_id = actor, request_id
+        self.actor, self.request_id, self.ctx = actor, request_id, ctx
         self.records: list[dict[str, Any]] = []
 
     async def run(self, step: dict[str, Any], *, phase: str) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "index": step["index"],
-            "name": step["name"],
-            "phase": phase,
-            "command": step["command"],
-        }
+        if self.ctx is None:
+            record = await self._execute(step, phase=phase)
+        else:
+            record = await self._once(self.ctx, step, phase=phase)
+        self.records.append(record)
+        async with get_database().session() as session:
+            run = await session.get(repo.PlaybookRun, self.run_id)
+            if run is not None:
+                run.steps = list(self.records)
+        return record
+
+    async def _once(self, ctx: JobContext, step: dict[str, Any], *, phase: str) -> dict[str, Any]:
+        key = f"{phase}:{step['index']}"
+        started = f"started:{key}"
+        if key not in ctx.steps and started in ctx.steps:
+            return await ctx.step(key, lambda: self._interrupted(step, phase=phase))
+        await ctx.step(started, _nothing)
+        return await ctx.step(key, lambda: self._execute(step, phase=phase))
+
+    async def _execute(self, step: dict[str, Any], *, phase: str) -> dict[str, Any]:
+        record = _record(step, phase)
         try:
             result = await run_on_server(self.ref, step["command"], timeout=step["timeout"])
         except ExecFlowError as exc:
@@ -556,11 +602,21 @@ class _StepRunner:
                 "stdout": result["stdout"][:_KEPT_OUTPUT],
                 "stderr": result["stderr"][:_KEPT_OUTPUT],
             }
-        self.records.append(record)
-        async with get_database().session() as session:
-            run = await session.get(repo.PlaybookRun, self.run_id)
-            if run is not None:
-                run.steps = list(self.records)
+        await self._audit(step, phase, record)
+        return record
+
+    async def _interrupted(self, step: dict[str, Any], *, phase: str) -> dict[str, Any]:
+        record = _record(step, phase) | {
+            "status": "error",
+            "error": {
+                "code": "WORKER_LOST",
+                "message": "its worker was lost while the command ran; not repeated",
+            },
+        }
+        await self._audit(step, phase, record)
+        return record
+
+    async def _audit(self, step: dict[str, Any], phase: str, record: dict[str, Any]) -> None:
         summary = {k: v for k, v in record.items() if k not in {"stdout", "stderr", "command"}}
         await ledger.record(
             "playbook_run",
@@ -576,4 +632,16 @@ class _StepRunner:
             result=summary,
             request_id=self.request_id,
         )
-        return record
+
+
+def _record(step: dict[str, Any], phase: str) -> dict[str, Any]:
+    return {
+        "index": step["index"],
+        "name": step["name"],
+        "phase": phase,
+        "command": step["command"],
+    }
+
+
+async def _nothing() -> None:
+    return None

@@ -15,10 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from models import jobs
+from models import playbooks as playbook_repo
+from models.db import get_database
 from models.ledger import entries_after
 from tests.conftest import auth
 from tests.executor.conftest import create_server, server_body
 from tests.executor.sshd import Keys, SshdFarm
+from tools.playbooks import execute_run
 
 
 async def _ids(client: httpx.AsyncClient, key: str) -> dict[str, int]:
@@ -185,6 +189,51 @@ async def test_failure_rolls_back_completed_steps(
         "second",
         "second-rolled-back",
     ]
+
+
+async def test_redelivered_run_repeats_no_step(
+    client: httpx.AsyncClient, make_key, sshd_farm: SshdFarm, ssh_keys: Keys, workdir: Path
+) -> None:
+    """A playbook job taken over after its worker died (found by the cluster test): the step
+    the first attempt completed is replayed, the one it was running is not run again (its
+    outcome is unknown: the run fails there), and the completed step is rolled back once."""
+    key = await make_key("write")
+    sid = await create_server(client, key, server_body(sshd_farm, ssh_keys))
+    async with get_database().session() as session:
+        playbook = await playbook_repo.get_playbook(session, "test-rollback")
+        assert playbook is not None
+        run = playbook_repo.PlaybookRun(
+            playbook_id=playbook.id,
+            server_id=sid,
+            params={"directory": str(workdir)},
+            actor="test",
+        )
+        session.add(run)
+    # The first attempt's job record: step 0 done ("first" touched), step 1 started, then lost.
+    job_id = await jobs.enqueue("playbook.run", {"run_id": run.id}, delay_seconds=3600)
+    first = {"index": 0, "name": "first", "phase": "step", "command": "touch", "status": "ok"}
+    ctx = jobs.JobContext(
+        job_id,
+        "playbook.run",
+        {"run_id": run.id},
+        attempt=2,
+        steps={"started:step:0": None, "step:0": first, "started:step:1": None},
+    )
+    view = await execute_run(run.id, ctx=ctx)
+    assert view["status"] == "failed" and "second" in view["error"]
+    phases = [(s["phase"], s["name"], s["status"]) for s in view["steps"]]
+    assert phases == [
+        ("step", "first", "ok"),
+        ("step", "second", "error"),
+        ("rollback", "first", "ok"),
+    ]
+    assert view["steps"][1]["error"]["code"] == "WORKER_LOST"
+    # Nothing ran twice: neither replayed nor interrupted step touched its file again.
+    assert sorted(p.name for p in workdir.iterdir()) == ["first-rolled-back"]
+    assert set(ctx.steps) >= {"step:1", "rollback:0"}
+    rerun = await execute_run(run.id, ctx=ctx)  # a third delivery replays everything
+    assert [s["status"] for s in rerun["steps"]] == ["ok", "error", "ok"]
+    assert sorted(p.name for p in workdir.iterdir()) == ["first-rolled-back"]
 
 
 PAYLOADS = [

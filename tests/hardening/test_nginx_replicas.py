@@ -9,86 +9,28 @@ PostgreSQL only: several replicas on one SQLite file is not a supported layout.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
-import shutil
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
-from api.keys import create_api_key
 from models.db import init_database
 from models.settings import Settings
 from tests.conftest import REDIS_URL, create_database
-from tests.support.processes import ROOT, free_port, serve, wait_http
+from tests.support.keys import limited_read_key, unlimited_admin_key
+from tests.support.nginx import MISSING, NGINX, SHIPPED, nginx_config, run_nginx
+from tests.support.processes import free_port, json_log_records, serve
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-pytestmark = pytest.mark.skipif(
-    NGINX is None,
-    reason="nginx is not installed; `scripts/setup --dev` installs Debian's nginx for this test",
-)
-SHIPPED = ROOT / "deploy" / "nginx.conf"
+pytestmark = pytest.mark.skipif(NGINX is None, reason=MISSING)
 RATE, BURST = 60, 5  # the rate-limited key: 60/min (one a second), bursts of 5
 
 
-def nginx_config(listen_port: int, replica_ports: list[int]) -> str:
-    """The shipped file with only its site-specific lines (upstreams, listen) replaced."""
-    text = SHIPPED.read_text()
-    servers = "".join(
-        f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=10s;\n" for p in replica_ports
-    )
-    text, n = re.subn(
-        r"(upstream execflow_api \{[^\n]*\n)(?:\s*server [^\n]*\n)+", r"\1" + servers, text
-    )
-    assert n == 1, "upstream block not found in deploy/nginx.conf"
-    text, n = re.subn(r"listen 127\.0\.0\.1:\d+;", f"listen 127.0.0.1:{listen_port};", text)
-    assert n == 1, "listen line not found in deploy/nginx.conf"
-    return text
-
-
-@contextmanager
-def run_nginx(prefix: Path, config: str) -> Iterator[str]:
-    assert NGINX is not None
-    (prefix / "logs").mkdir(parents=True, exist_ok=True)
-    (prefix / "tmp").mkdir(exist_ok=True)
-    conf = prefix / "nginx.conf"
-    conf.write_text(config)
-    port = re.search(r"listen 127\.0\.0\.1:(\d+);", config)
-    assert port is not None
-    glob = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
-    cmd = [NGINX, "-p", str(prefix), "-e", "logs/error.log", "-c", str(conf), "-g", glob]
-    check = subprocess.run([*cmd, "-t"], capture_output=True, text=True, timeout=30)
-    assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port.group(1)}"
-    try:
-        wait_http(base + "/healthz", proc=proc)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _log_records(path: Path) -> list[dict]:
-    records = []
-    for line in path.read_text().splitlines():
-        if line.startswith("{"):
-            records.append(json.loads(line))
-    return records
-
-
 def _request_records(path: Path) -> list[dict]:
-    return [r for r in _log_records(path) if r.get("msg") == "request"]
+    return [r for r in json_log_records(path) if r.get("msg") == "request"]
 
 
 def _error_shaped(response: httpx.Response) -> None:
@@ -106,25 +48,8 @@ def test_shipped_body_limit_matches_the_api_default() -> None:
 async def _setup_keys(url: str) -> tuple[str, str, int]:
     db = init_database(url)
     try:
-        async with db.session() as session:
-            _, open_key = await create_api_key(
-                session,
-                name="lb",
-                scope="admin",
-                plan="enterprise",
-                rate_per_minute=100_000,
-                actor="test",
-            )
-            row, limited = await create_api_key(
-                session,
-                name="limited",
-                scope="read",
-                plan="enterprise",
-                rate_per_minute=RATE,
-                burst=BURST,
-                actor="test",
-            )
-            return open_key, limited, row.id
+        limited, limited_id = await limited_read_key(db, rate=RATE, burst=BURST)
+        return await unlimited_admin_key(db, name="lb"), limited, limited_id
     finally:
         await db.dispose()
 

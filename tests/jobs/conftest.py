@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,7 +14,7 @@ import tests.jobs.handlers  # noqa: F401  (registers the test.* handlers in this
 from models import jobs
 from models.db import Database, get_database
 from models.settings import Settings
-from tests.support.processes import ROOT, execflow_env
+from tests.support.processes import Proc
 
 LEASE_SECONDS = "2"
 
@@ -36,53 +32,6 @@ def worker_env(settings: Settings, redis_url: str, prefix: str, **extra: str) ->
     }
     env.update(extra)
     return env
-
-
-class Proc:
-    """An ``execflow`` subprocess with its log in a file."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", *args],
-            env=execflow_env(env),
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"process exited early:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
-        raise TimeoutError(f"{text!r} not in log within {timeout}s:\n{self.log()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=10)
-        self._log.close()
 
 
 def start_worker(env: dict[str, str], log_path: Path, concurrency: int = 1) -> Proc:

@@ -14,19 +14,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from models.settings import Settings
-from tests.support.processes import ROOT, execflow_env, free_port
+from tests.support.processes import ROOT, execflow_env, free_port, stop_process, wait_started
 from tools.vaultshield.challenge import VERIFY_PATH, solve
 from tools.vaultshield.proxy import READY_PATH
 
 
-class _Echo(BaseHTTPRequestHandler):
+class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _answer(self) -> None:
@@ -57,27 +56,13 @@ class _Echo(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
     """A real HTTP server on loopback that echoes what it received."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"proxy exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + READY_PATH, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"proxy not ready: {log.read_text()[-3000:]}")
 
 
 @contextmanager
@@ -115,14 +100,10 @@ def shield_process(
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(base, proc, log_path)
+            wait_started(proc, base + READY_PATH, log_path)
             yield base
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
 
 @asynccontextmanager
