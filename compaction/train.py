@@ -10,6 +10,7 @@ progress bar. Never point --data at the Kodak evaluation set.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from compaction import lossless
 from compaction.base import avif_decode, avif_encode
-from compaction.restore import WEIGHTS_PATH, RestoreNet, net_input, quantise_
+from compaction.restore import V2, build, net_input, quantise_
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = (
@@ -88,12 +89,25 @@ def _batch(pairs: list[tuple[np.ndarray, np.ndarray, int]], rng: np.random.Gener
     return torch.cat(xs), torch.cat(ys)
 
 
+def _lr(step: int, steps: int) -> float:
+    """Cosine decay from 1e-3 to 1e-5 over the planned steps (no restart on resume)."""
+    return 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+
+
+def _save(model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, path: Path) -> None:
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, path)
+
+
 def train_restore(data: Path, minutes: float, steps: int, seed: int) -> None:
+    """Train the restoration network being developed (``restore.V2``) and export its weights.
+
+    Shipped weights are never overwritten in place: old bitstreams name the weights they were
+    made with (``restore.SPECS``), so a new training run exports a new file."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     pairs = _base_pairs(data)
-    ckpt_path = CACHE / "restore.ckpt"
-    model = RestoreNet()
+    ckpt_path = CACHE / f"{V2.path.stem}.ckpt"
+    model = build(V2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     step = 0
     rng = np.random.default_rng(seed)
@@ -108,7 +122,7 @@ def train_restore(data: Path, minutes: float, steps: int, seed: int) -> None:
         task = bar.add_task("restore", total=steps, completed=step)
         while step < steps and time.monotonic() < deadline:
             for group in opt.param_groups:
-                group["lr"] = 1e-3 if step < steps * 0.7 else 2e-4
+                group["lr"] = _lr(step, steps)
             x, y = _batch(pairs, rng)
             loss = torch.mean((model(x) - y) ** 2)
             opt.zero_grad()
@@ -117,14 +131,12 @@ def train_restore(data: Path, minutes: float, steps: int, seed: int) -> None:
             step += 1
             bar.update(task, completed=step, description=f"restore mse={loss.item() * 65536:.1f}")
             if step % 200 == 0:
-                torch.save(
-                    {"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt_path
-                )
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt_path)
-    quantise_(model)
-    WEIGHTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.double().state_dict(), WEIGHTS_PATH)
-    print(f"saved {WEIGHTS_PATH} after {step} steps")
+                _save(model, opt, step, ckpt_path)
+    _save(model, opt, step, ckpt_path)
+    quantise_(model, V2.weight_step)
+    V2.path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.double().state_dict(), V2.path)
+    print(f"saved {V2.path} after {step} steps")
 
 
 def train_lossless(data: Path, max_images: int) -> None:
