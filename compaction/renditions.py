@@ -1,9 +1,12 @@
 """Delivery renditions: browsers cannot decode ``.cedg``, so each asset also gets a standard file.
 
-For the preferred format the encoder parameter is bisected to the smallest file whose measured
-MS-SSIM meets the quality target (``compaction.quality``); ``auto`` does this for JPEG, WebP,
-AVIF and JPEG XL and keeps the smallest. ``quality_target`` 100 gives lossless renditions
-(PNG, WebP lossless, AVIF lossless, JPEG XL lossless); JPEG cannot be lossless.
+For the preferred format the encoder setting is searched (``compaction.search``, started by
+``compaction.predictor``) for the smallest file whose measured MS-SSIM meets the quality target
+(``compaction.quality``); ``auto`` does this for JPEG, WebP, AVIF and JPEG XL and keeps the
+smallest. AVIF is the compact form's own base-layer encoder (4:4:4, speed 6), so when the base
+meets the target on its own it is delivered as is, without a second search. ``quality_target``
+100 gives lossless renditions (PNG, WebP lossless, AVIF lossless, JPEG XL lossless); JPEG cannot
+be lossless.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from compaction import metrics
+from compaction import metrics, predictor, search
+from compaction.base import avif_encode
 from compaction.quality import LOSSLESS, target_ms_ssim
+from compaction.search import Measured, Result
 from models.errors import BadRequest
 
 FORMATS = ("webp", "avif", "jpeg", "png", "jxl")
@@ -48,17 +53,22 @@ def _pillow(rgb: np.ndarray, fmt: str, **params: object) -> bytes:
     return buf.getvalue()
 
 
-def _decode(data: bytes, fmt: str) -> np.ndarray:
+def decode(data: bytes, fmt: str) -> np.ndarray:
+    """A rendition file back to HxWx3 uint8."""
     if fmt == "jxl":
         return np.asarray(imagecodecs.jpegxl_decode(data))[..., :3]
     with Image.open(io.BytesIO(data)) as im:
         return np.asarray(im.convert("RGB")).copy()
 
 
-_LOSSY: dict[str, Callable[[np.ndarray, int], bytes]] = {
+_decode = decode  # older name, used by evals
+
+
+LOSSY_ENCODERS: dict[str, Callable[[np.ndarray, int], bytes]] = {
     "jpeg": lambda a, q: _pillow(a, "JPEG", quality=q, optimize=True),
     "webp": lambda a, q: _pillow(a, "WEBP", quality=q, method=4),
-    "avif": lambda a, q: _pillow(a, "AVIF", quality=q, speed=8, subsampling="4:4:4"),
+    # the compact form's base layer encoder, so a base that meets the target is reused as is
+    "avif": lambda a, q: avif_encode(a, q),
     # distance 0.1..~12 mapped from a 1..100 "quality" so that higher means better
     "jxl": lambda a, q: bytes(imagecodecs.jpegxl_encode(a, distance=(101 - q) / 8.0, effort=5)),
 }
@@ -70,15 +80,50 @@ _LOSSLESS: dict[str, Callable[[np.ndarray], bytes]] = {
 }
 
 
-def _measured(rgb: np.ndarray, fmt: str, data: bytes, setting: int | None) -> Rendition:
-    decoded = _decode(data, fmt)
-    exact = bool(np.array_equal(decoded, rgb))
-    scores = metrics.image_scores(rgb, decoded)
-    return Rendition(fmt, data, setting, float(scores["ms_ssim"] or 0), scores["psnr"], exact)
+def _rendition(ref: metrics.Reference, fmt: str, found: Measured) -> Rendition:
+    """A measured candidate as a rendition, with its certificate scores."""
+    exact = bool(np.array_equal(found.decoded, ref.original))
+    scores = ref.scores(found.decoded)
+    return Rendition(
+        fmt, found.data, found.setting, float(scores["ms_ssim"] or 0), scores["psnr"], exact
+    )
 
 
-def smallest_meeting(rgb: np.ndarray, fmt: str, quality_target: float) -> Rendition:
-    """The smallest rendition of ``fmt`` that meets the quality target."""
+def _lossless(ref: metrics.Reference, fmt: str) -> Rendition:
+    data = _LOSSLESS[fmt](ref.original)
+    rendition = _rendition(ref, fmt, Measured(0, data, decode(data, fmt), 1.0))
+    rendition.setting = None
+    return rendition
+
+
+def _reused(fmt: str, avif: Measured | None) -> Measured | None:
+    return avif if fmt == "avif" else None
+
+
+def measure_setting(ref: metrics.Reference, fmt: str, setting: int) -> Measured:
+    """Encode the original with ``fmt`` at ``setting``, decode it and measure its MS-SSIM."""
+    data = LOSSY_ENCODERS[fmt](ref.original, setting)
+    decoded = decode(data, fmt)
+    return Measured(setting, data, decoded, ref.ms_ssim(decoded))
+
+
+def search_format(ref: metrics.Reference, fmt: str, need: float) -> Result:
+    """The predictor-started search of ``fmt``'s setting for MS-SSIM >= ``need``."""
+    start, slope = predictor.predict(fmt, need, predictor.activity(ref.original))
+    return search.smallest_meeting(lambda q: measure_setting(ref, fmt, q), need, start, slope)
+
+
+def smallest_meeting(
+    rgb: np.ndarray,
+    fmt: str,
+    quality_target: float,
+    *,
+    ref: metrics.Reference | None = None,
+    found: Measured | None = None,
+) -> Rendition:
+    """The smallest rendition of ``fmt`` that meets the quality target; ``found`` is a
+    candidate already searched and measured elsewhere (the compact form's AVIF base)."""
+    ref = ref or metrics.Reference(rgb)
     if quality_target >= LOSSLESS or fmt == "png":
         if fmt not in _LOSSLESS:
             raise BadRequest(
@@ -86,24 +131,44 @@ def smallest_meeting(rgb: np.ndarray, fmt: str, quality_target: float) -> Rendit
                 fields=["format_preference"],
                 code="FORMAT_CANNOT_BE_LOSSLESS",
             )
-        return _measured(rgb, fmt, _LOSSLESS[fmt](rgb), None)
-    target = target_ms_ssim(quality_target)
-    lo, hi, best = 1, 100, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        candidate = _measured(rgb, fmt, _LOSSY[fmt](rgb, mid), mid)
-        if candidate.lossless or candidate.ms_ssim >= target:
-            best, hi = candidate, mid - 1
-        else:
-            lo = mid + 1
-    if best is None:  # even the top setting misses: fall back to lossless where possible
-        return _measured(rgb, fmt, _LOSSLESS[fmt](rgb), None) if fmt in _LOSSLESS else candidate
-    return best
+        return _lossless(ref, fmt)
+    if found is None:
+        found = search_format(ref, fmt, target_ms_ssim(quality_target)).best
+    if found is None:  # even the top setting misses: fall back to lossless where possible
+        if fmt in _LOSSLESS:
+            return _lossless(ref, fmt)
+        found = measure_setting(ref, fmt, search.HI)
+    return _rendition(ref, fmt, found)
 
 
-def delivery_rendition(rgb: np.ndarray, preference: str, quality_target: float) -> Rendition:
-    """The rendition to deliver: the preferred format, or the smallest of all for ``auto``."""
+def formats_for(preference: str, quality_target: float) -> tuple[str, ...]:
+    """The formats a preference considers (``auto``: all of them, lossless ones for 100)."""
     if preference != "auto":
-        return smallest_meeting(rgb, preference, quality_target)
-    pool = ("png", "webp", "avif", "jxl") if quality_target >= LOSSLESS else AUTO_FORMATS
-    return min((smallest_meeting(rgb, f, quality_target) for f in pool), key=lambda r: len(r.data))
+        return (preference,)
+    return ("png", "webp", "avif", "jxl") if quality_target >= LOSSLESS else AUTO_FORMATS
+
+
+def smallest(candidates: list[Rendition]) -> Rendition:
+    """The rendition to deliver among candidates that each meet the target: the fewest bytes."""
+    return min(candidates, key=lambda r: len(r.data))
+
+
+def delivery_rendition(
+    rgb: np.ndarray,
+    preference: str,
+    quality_target: float,
+    *,
+    ref: metrics.Reference | None = None,
+    avif: Measured | None = None,
+) -> Rendition:
+    """The rendition to deliver: the preferred format, or the smallest of all for ``auto``.
+
+    ``avif``: the compact form's AVIF base when it meets the target on its own (it is the
+    smallest AVIF of that encoder that does), used instead of searching AVIF again."""
+    ref = ref or metrics.Reference(rgb)
+    return smallest(
+        [
+            smallest_meeting(rgb, f, quality_target, ref=ref, found=_reused(f, avif))
+            for f in formats_for(preference, quality_target)
+        ]
+    )
