@@ -108,20 +108,25 @@ def encode_lossy(
 
 
 def compress_image(
-    rgb: np.ndarray, quality_target: float, *, ref: metrics.Reference | None = None
+    rgb: np.ndarray,
+    quality_target: float,
+    *,
+    ref: metrics.Reference | None = None,
+    bound: renditions.SizeBound | None = None,
 ) -> Encoded:
     """The smallest compact form found to meet the quality target (100 = lossless).
 
     The AVIF base quality is searched on the base alone (``renditions.search_format``: a few
     measured encodes); the restoration then runs once, on the answer, or on the setting below
     it when that missed by less than the restoration can add. Whatever is returned was decoded
-    and measured to meet the target."""
+    and measured to meet the target. AVIF bases that meet it are offered to ``bound`` (the
+    delivery-rendition searches running alongside)."""
     if quality_target >= LOSSLESS:
         return encode_lossless(rgb)
     ref = ref or metrics.Reference(rgb)
     need = target_ms_ssim(quality_target)
     t0 = time.perf_counter()
-    found = renditions.search_format(ref, "avif", need)
+    found = renditions.search_format(ref, "avif", need, bound=bound)
     t1 = time.perf_counter()
     if found.best is None:
         return encode_lossless(rgb)

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
-from compaction import codec, metrics, renditions, video
+from compaction import codec, metrics, renditions, restore, video
 from compaction.ingest import Media
 from compaction.quality import LOSSLESS, meets, target_ms_ssim
 
@@ -53,18 +50,6 @@ def compact_media(
     return _compact_image(media, original, quality_target, preference, compact_id)
 
 
-@contextmanager
-def _torch_single_threaded() -> Iterator[None]:
-    """Torch's own threads on top of the pipeline's two oversubscribe two cores: measured on a
-    loaded machine, one MS-SSIM reference took 3.6 s with 2 torch threads and 0.16 s with 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any, **kw: Any) -> Any:
     t0 = time.perf_counter()
     try:
@@ -80,20 +65,29 @@ def _encode_image(
     ref = _timed(timings, "reference_s", metrics.Reference, rgb)
     formats = renditions.formats_for(preference, quality_target)
     reuse_avif = quality_target < LOSSLESS and "avif" in formats
+    bound = renditions.SizeBound() if len(formats) > 1 else None
     with ThreadPoolExecutor(THREADS) as pool:
         compact = pool.submit(
-            _timed, timings, "compact_s", codec.compress_image, rgb, quality_target, ref=ref
+            _timed,
+            timings,
+            "compact_s",
+            codec.compress_image,
+            rgb,
+            quality_target,
+            ref=ref,
+            bound=bound,
         )
         searched = [
             pool.submit(
                 _timed,
                 timings,
                 "renditions_s",
-                renditions.smallest_meeting,
+                renditions.candidate,
                 rgb,
                 f,
                 quality_target,
                 ref=ref,
+                bound=bound,
             )
             for f in formats
             if not (reuse_avif and f == "avif")
@@ -102,16 +96,7 @@ def _encode_image(
         candidates = [f.result() for f in searched]
     if reuse_avif:
         candidates.append(
-            _timed(
-                timings,
-                "renditions_s",
-                renditions.smallest_meeting,
-                rgb,
-                "avif",
-                quality_target,
-                ref=ref,
-                found=encoded.avif,
-            )
+            renditions.smallest_meeting(rgb, "avif", quality_target, ref=ref, found=encoded.avif)
         )
     return encoded, renditions.smallest(candidates), ref
 
@@ -122,7 +107,7 @@ def _compact_image(
     t0 = time.perf_counter()
     rgb = media.frames[0]
     timings: dict[str, float] = {}
-    with _torch_single_threaded():
+    with restore.torch_single_threaded():
         encoded, rendition, ref = _encode_image(rgb, quality_target, preference, timings)
         t1 = time.perf_counter()
         scores = ref.scores(encoded.decoded)

@@ -1,17 +1,21 @@
 """A fitted predictor of the encoder setting that just meets an MS-SSIM target, per codec.
 
-The quality search (``compaction.search``) always measures; this only decides where it starts
-and how far it steps, so a poor prediction costs encodes, never quality. Model, per codec:
+The quality search (``compaction.search``) always measures; this only tells it where to look,
+so a poor prediction costs encodes, never quality. Model, per codec, with quality in dB
+(``-10 log10(1 - MS-SSIM)``) and ``q`` the setting:
 
-    setting ~= w0 + w1 * T + w2 * A + w3 * T * A        (T = target in MS-SSIM dB,
-                                                         A = log mean luma gradient)
-    slope   = median dB per setting step near the answer
+    dB(q) ~= offset + shape(q)
 
-fitted by least squares on the training photos (never Kodak):
+``shape`` is the median curve over the training photos (tabulated at GRID settings, relative to
+its value at q=50); ``offset`` is, before anything is measured, a linear function of the image's
+activity (log mean luma gradient), and afterwards what the measured candidate nearest the
+target implies. The answer is the setting where that curve crosses the target. Fitted on the
+training photos (never Kodak):
 
     python -m compaction.predictor [--data DIR] [--images N]
 
-writes ``compaction/weights/predictor.json``.
+writes ``compaction/weights/predictor.json`` (the rate-quality curves it measured are cached in
+``data/train-cache/`` so a refit is quick).
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from compaction.search import db
+from compaction.search import Estimator, Measured, db
 
 MODEL_PATH = Path(__file__).parent / "weights" / "predictor.json"
-GRID = (5, 10, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95, 100)
-FIT_TARGETS = (20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95)
-# Used before predictor.json exists (or for a codec it lacks): a mid start, a typical slope.
-FALLBACK = {"w": [50.0, 0.0, 0.0, 0.0], "slope": 0.15}
+GRID = (1, 5, 10, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95, 100)
+_MID = GRID.index(50)
+# For a codec the model lacks (or before it is fitted): a straight line, 0.15 dB per step.
+_FALLBACK = {"shape": [0.15 * (q - 50) for q in GRID], "offset": [15.0, 0.0]}
 
 
 def activity(rgb: np.ndarray) -> float:
@@ -47,82 +51,96 @@ def _model() -> dict[str, Any]:
     return json.loads(MODEL_PATH.read_text()) if MODEL_PATH.exists() else {}
 
 
-def predict(codec: str, need: float, act: float) -> tuple[float, float]:
-    """(predicted setting, dB per step) for reaching MS-SSIM ``need`` with ``codec``."""
-    m = _model().get(codec, FALLBACK)
-    t = db(need)
-    w = m["w"]
-    return w[0] + w[1] * t + w[2] * act + w[3] * t * act, float(m["slope"])
+def _increasing(values: np.ndarray) -> np.ndarray:
+    """Non-decreasing, then nudged strictly increasing so the curve can be inverted."""
+    return np.maximum.accumulate(values) + np.arange(len(values)) * 1e-6
+
+
+def estimator(codec: str, need: float, act: float) -> Estimator:
+    """The search's estimator for reaching MS-SSIM ``need`` with ``codec`` on an image of
+    activity ``act``."""
+    m = _model().get(codec, _FALLBACK)
+    shape = _increasing(np.array(m["shape"], dtype=np.float64))
+    grid = np.array(GRID, dtype=np.float64)
+    target = db(need)
+
+    def estimate(tried: dict[int, Measured]) -> float:
+        if tried:
+            q = min(tried, key=lambda s: abs(db(tried[s].ms_ssim) - target))
+            offset = db(tried[q].ms_ssim) - float(np.interp(q, grid, shape))
+        else:
+            offset = m["offset"][0] + m["offset"][1] * act
+        return float(np.interp(target - offset, shape, grid))
+
+    return estimate
 
 
 # --- fitting ---------------------------------------------------------------------------------
 
 
 def _curve(rgb: np.ndarray, codec: str) -> np.ndarray:
-    """MS-SSIM dB at every GRID setting (made non-decreasing, as the search assumes)."""
+    """MS-SSIM dB at every GRID setting."""
     from compaction import metrics, renditions
 
     ref = metrics.Reference(rgb)
     enc = renditions.LOSSY_ENCODERS[codec]
-    values = [db(ref.ms_ssim(renditions.decode(enc(rgb, q), codec))) for q in GRID]
-    return np.maximum.accumulate(np.array(values))
+    return np.array([db(ref.ms_ssim(renditions.decode(enc(rgb, q), codec))) for q in GRID])
 
 
-def _rows(curve: np.ndarray, act: float) -> list[tuple[float, float, float, float]]:
-    """(target dB, activity, answer setting, local slope) for every fit target in range."""
-    from compaction.quality import target_ms_ssim
+def fit(curves: np.ndarray, acts: np.ndarray) -> dict[str, Any]:
+    """One codec's model from its curves (images x GRID) and the images' activities."""
+    curves = np.maximum.accumulate(curves, axis=1)
+    rel = curves - curves[:, _MID : _MID + 1]
+    shape = np.median(rel, axis=0)
+    x = np.stack([np.ones(len(acts)), acts], axis=1)
+    offset, *_ = np.linalg.lstsq(x, curves[:, _MID], rcond=None)
+    spread = np.abs(rel - shape).mean(axis=0)  # how far single images stray from the shape
+    return {
+        "shape": [round(float(v), 5) for v in shape],
+        "offset": [round(float(v), 5) for v in offset],
+        "offset_mean_abs_error_db": round(float(np.abs(x @ offset - curves[:, _MID]).mean()), 4),
+        "shape_mean_abs_error_db": [round(float(v), 4) for v in spread],
+        "images": len(acts),
+    }
+
+
+def _training_images(data: Path, limit: int) -> list[tuple[str, np.ndarray]]:
+    from compaction.train import _load, _photos
 
     out = []
-    for qt in FIT_TARGETS:
-        t = db(target_ms_ssim(qt))
-        if not curve[0] <= t <= curve[-1]:
-            continue
-        i = max(1, int(np.searchsorted(curve, t)))
-        span = max(curve[i] - curve[i - 1], 1e-6)
-        answer = GRID[i - 1] + (t - curve[i - 1]) / span * (GRID[i] - GRID[i - 1])
-        out.append((t, act, answer, span / (GRID[i] - GRID[i - 1])))
+    for path in _photos(data)[:limit]:  # refuses the Kodak evaluation set
+        rgb = _load(path)
+        h, w = rgb.shape[:2]  # a 512x768 centre crop: the size the speed goal is about
+        y0, x0 = max(0, h // 2 - 256), max(0, w // 2 - 384)
+        out.append((path.stem, rgb[y0 : y0 + 512, x0 : x0 + 768].copy()))
     return out
 
 
-def fit(images: list[np.ndarray], codecs: list[str]) -> dict[str, Any]:
+def main() -> None:
     from rich.progress import track
 
-    model: dict[str, Any] = {}
-    for codec in codecs:
-        rows: list[tuple[float, float, float, float]] = []
-        for rgb in track(images, description=f"predictor {codec}"):
-            rows += _rows(_curve(rgb, codec), activity(rgb))
-        r = np.array(rows)
-        x = np.stack([np.ones(len(r)), r[:, 0], r[:, 1], r[:, 0] * r[:, 1]], axis=1)
-        w, *_ = np.linalg.lstsq(x, r[:, 2], rcond=None)
-        err = x @ w - r[:, 2]
-        model[codec] = {
-            "w": [round(float(v), 6) for v in w],
-            "slope": round(float(np.median(r[:, 3])), 5),
-            "fit_rows": len(r),
-            "mean_abs_error_steps": round(float(np.mean(np.abs(err))), 2),
-        }
-        print(codec, model[codec], flush=True)
-    return model
-
-
-def main() -> None:
     from compaction.renditions import LOSSY_ENCODERS
-    from compaction.train import DEFAULT_DATA, _load, _photos
+    from compaction.train import CACHE, DEFAULT_DATA
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--images", type=int, default=40, help="fit on the first N photos")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    images = []
-    for path in _photos(args.data)[: args.images]:  # refuses the Kodak evaluation set
-        rgb = _load(path)
-        h, w = rgb.shape[:2]  # a 512x768 centre crop: the size the speed goal is about
-        y0, x0 = max(0, h // 2 - 256), max(0, w // 2 - 384)
-        images.append(rgb[y0 : y0 + 512, x0 : x0 + 768].copy())
-    model = fit(images, list(LOSSY_ENCODERS))
-    MODEL_PATH.write_text(json.dumps(model, indent=2) + "\n")
+    images = _training_images(args.data, args.images)
+    acts = np.array([activity(rgb) for _, rgb in images])
+    CACHE.mkdir(parents=True, exist_ok=True)
+    model: dict[str, Any] = {"grid": list(GRID)}
+    for codec in LOSSY_ENCODERS:
+        curves = []
+        for stem, rgb in track(images, description=f"curves {codec}"):
+            cached = CACHE / f"curve-{codec}-{stem}.npy"
+            if not cached.exists():
+                np.save(cached, _curve(rgb, codec))
+            curves.append(np.load(cached))
+        model[codec] = fit(np.array(curves), acts)
+        print(codec, json.dumps(model[codec]), flush=True)
+    MODEL_PATH.write_text(json.dumps(model, indent=1) + "\n")
     print(f"saved {MODEL_PATH}")
 
 

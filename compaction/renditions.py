@@ -12,6 +12,8 @@ be lossless.
 from __future__ import annotations
 
 import io
+import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,10 +109,47 @@ def measure_setting(ref: metrics.Reference, fmt: str, setting: int) -> Measured:
     return Measured(setting, data, decoded, ref.ms_ssim(decoded))
 
 
-def search_format(ref: metrics.Reference, fmt: str, need: float) -> Result:
-    """The predictor-started search of ``fmt``'s setting for MS-SSIM >= ``need``."""
-    start, slope = predictor.predict(fmt, need, predictor.activity(ref.original))
-    return search.smallest_meeting(lambda q: measure_setting(ref, fmt, q), need, start, slope)
+class SizeBound:
+    """The size of the smallest file known to meet the target, shared by ``auto``'s searches.
+
+    File size grows with the encoder setting, so once a candidate that *misses* the target is
+    already at least this large, nothing of that format that meets it can be smaller: that
+    format's search stops (``beaten``). Thread-safe: the searches run side by side."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.bytes = math.inf
+
+    def offer(self, candidate: Measured, need: float) -> None:
+        if candidate.ms_ssim >= need:
+            with self._lock:
+                self.bytes = min(self.bytes, len(candidate.data))
+
+    def beaten(self, candidate: Measured) -> bool:
+        return len(candidate.data) >= self.bytes
+
+
+def search_format(
+    ref: metrics.Reference,
+    fmt: str,
+    need: float,
+    *,
+    bound: SizeBound | None = None,
+    may_give_up: bool = False,
+) -> Result:
+    """The predictor-guided search of ``fmt``'s setting for MS-SSIM >= ``need``; every
+    candidate that meets is offered to ``bound``, and with ``may_give_up`` the search stops
+    once ``bound`` shows this format cannot give the smallest file."""
+    estimate = predictor.estimator(fmt, need, predictor.activity(ref.original))
+
+    def measure(q: int) -> Measured:
+        candidate = measure_setting(ref, fmt, q)
+        if bound is not None:
+            bound.offer(candidate, need)
+        return candidate
+
+    give_up = bound.beaten if bound is not None and may_give_up else None
+    return search.smallest_meeting(measure, need, estimate, give_up)
 
 
 def smallest_meeting(
@@ -123,6 +162,21 @@ def smallest_meeting(
 ) -> Rendition:
     """The smallest rendition of ``fmt`` that meets the quality target; ``found`` is a
     candidate already searched and measured elsewhere (the compact form's AVIF base)."""
+    rendition = candidate(rgb, fmt, quality_target, ref=ref, found=found)
+    assert rendition is not None  # only a search with a bound gives up
+    return rendition
+
+
+def candidate(
+    rgb: np.ndarray,
+    fmt: str,
+    quality_target: float,
+    *,
+    ref: metrics.Reference | None = None,
+    found: Measured | None = None,
+    bound: SizeBound | None = None,
+) -> Rendition | None:
+    """``smallest_meeting``, or None once ``bound`` shows ``fmt`` cannot be the smallest."""
     ref = ref or metrics.Reference(rgb)
     if quality_target >= LOSSLESS or fmt == "png":
         if fmt not in _LOSSLESS:
@@ -133,7 +187,12 @@ def smallest_meeting(
             )
         return _lossless(ref, fmt)
     if found is None:
-        found = search_format(ref, fmt, target_ms_ssim(quality_target)).best
+        result = search_format(
+            ref, fmt, target_ms_ssim(quality_target), bound=bound, may_give_up=True
+        )
+        if result.abandoned:
+            return None
+        found = result.best
     if found is None:  # even the top setting misses: fall back to lossless where possible
         if fmt in _LOSSLESS:
             return _lossless(ref, fmt)
@@ -148,9 +207,10 @@ def formats_for(preference: str, quality_target: float) -> tuple[str, ...]:
     return ("png", "webp", "avif", "jxl") if quality_target >= LOSSLESS else AUTO_FORMATS
 
 
-def smallest(candidates: list[Rendition]) -> Rendition:
-    """The rendition to deliver among candidates that each meet the target: the fewest bytes."""
-    return min(candidates, key=lambda r: len(r.data))
+def smallest(candidates: list[Rendition | None]) -> Rendition:
+    """The rendition to deliver among candidates that each meet the target: the fewest bytes
+    (None: a format whose search stopped because it could not win)."""
+    return min((c for c in candidates if c is not None), key=lambda r: len(r.data))
 
 
 def delivery_rendition(
@@ -166,9 +226,12 @@ def delivery_rendition(
     ``avif``: the compact form's AVIF base when it meets the target on its own (it is the
     smallest AVIF of that encoder that does), used instead of searching AVIF again."""
     ref = ref or metrics.Reference(rgb)
+    bound = SizeBound()
+    if avif is not None:
+        bound.offer(avif, target_ms_ssim(quality_target))
     return smallest(
         [
-            smallest_meeting(rgb, f, quality_target, ref=ref, found=_reused(f, avif))
+            candidate(rgb, f, quality_target, ref=ref, found=_reused(f, avif), bound=bound)
             for f in formats_for(preference, quality_target)
         ]
     )

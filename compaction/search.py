@@ -1,11 +1,13 @@
 """Find the smallest encoder setting whose *measured* MS-SSIM meets a target, in few encodes.
 
 Every codec here has an integer setting 1..100 whose quality rises with it. Bisection needs about
-seven encodes; this search starts where a fitted predictor (``compaction.predictor``) expects the
-answer and steps by the measured local slope of quality in dB (``-10 log10(1 - MS-SSIM)``), so
-it usually needs two or three: one near the answer, then its neighbour to prove the boundary.
-It ends, like bisection, on a pair of adjacent settings where the lower misses and the higher
-meets (or at setting 1), and it returns only a candidate that was encoded, decoded and measured.
+seven encodes; this search asks an estimator (``compaction.predictor``: a fitted curve of quality
+in dB, ``-10 log10(1 - MS-SSIM)``, against the setting) where the answer is, given what has been
+measured so far, so it usually needs two or three encodes: one near the answer, then its
+neighbour to prove the boundary. It ends, like bisection, on a pair of adjacent settings where
+the lower misses and the higher meets (or at setting 1), falls back to bisecting the bracket
+when the estimates stop helping, and returns only a candidate that was encoded, decoded and
+measured.
 """
 
 from __future__ import annotations
@@ -38,40 +40,56 @@ def db(ms_ssim: float) -> float:
 class Result:
     best: Measured | None  # the smallest setting found that meets; None if even HI misses
     tried: dict[int, Measured]
+    abandoned: bool = False  # stopped by ``give_up``: no candidate of this search can win
 
 
-def _slope(tried: dict[int, Measured], q: int, prior: float) -> float:
-    """dB per setting step near ``q``: the secant through the nearest other measured setting,
-    kept within a factor of 4 of the prior so that noise cannot send the search far away."""
-    others = sorted((abs(s - q), s) for s in tried if s != q)
-    if not others:
-        return prior
-    s = others[0][1]
-    measured = (db(tried[q].ms_ssim) - db(tried[s].ms_ssim)) / (q - s)
-    return min(max(measured, prior / 4), prior * 4)
+Estimator = Callable[[dict[int, "Measured"]], float]
+GUIDED_STEPS = 4  # estimates tried before plain bisection of the bracket takes over
 
 
 def smallest_meeting(
-    measure: Callable[[int], Measured], need: float, start: float, slope: float
+    measure: Callable[[int], Measured],
+    need: float,
+    estimate: Estimator,
+    give_up: Callable[[Measured], bool] | None = None,
 ) -> Result:
     """Search settings LO..HI for the smallest whose measured MS-SSIM >= ``need``.
 
-    ``start``/``slope``: the predicted answer and dB-per-step (from ``compaction.predictor``).
-    The bracket (highest known miss, lowest known meet) shrinks on every encode, so the search
-    always ends; with a good prediction it ends after two or three encodes."""
+    ``estimate(tried)``: the (fractional) setting expected to just meet ``need`` given the
+    candidates measured so far. The bracket (highest known miss, lowest known meet) shrinks on
+    every encode, so the search always ends, after at most GUIDED_STEPS + 7 encodes.
+    ``give_up(candidate)``, asked of each candidate that misses: stop, as nothing at a higher
+    setting could be of use (``auto`` renditions: it is already larger than a known winner)."""
     tried: dict[int, Measured] = {}
     miss, meet = LO - 1, HI + 1
-    q = min(max(round(start), LO), HI)
-    target_db = db(need)
+    q = min(max(round(estimate(tried)), LO), HI)
     while True:
         tried[q] = measure(q)
         if tried[q].ms_ssim >= need:
             meet = min(meet, q)
         else:
             miss = max(miss, q)
+            if give_up is not None and give_up(tried[q]):
+                return Result(None, tried, abandoned=True)
         if meet - miss <= 1:
             return Result(tried.get(meet), tried)
-        estimate = q + (target_db - db(tried[q].ms_ssim)) / _slope(tried, q, slope)
-        nxt = math.ceil(estimate - 1e-9)  # the first setting expected to meet
-        nxt = min(nxt, q - 1) if q == meet else max(nxt, q + 1)  # always move inwards
+        if len(tried) < GUIDED_STEPS:
+            nxt = math.ceil(estimate(tried) - 1e-9)  # the first setting expected to meet
+            nxt = min(nxt, q - 1) if q == meet else max(nxt, q + 1)  # always move inwards
+        else:
+            nxt = (miss + min(meet, HI + 1)) // 2
         q = min(max(nxt, miss + 1), meet - 1)
+
+
+def slope_estimator(start: float, slope: float, need: float) -> Estimator:
+    """The simplest estimator: a straight line of ``slope`` dB per step through the measured
+    candidate closest to the target (``start`` before any is measured)."""
+    target = db(need)
+
+    def estimate(tried: dict[int, Measured]) -> float:
+        if not tried:
+            return start
+        q = min(tried, key=lambda s: abs(db(tried[s].ms_ssim) - target))
+        return q + (target - db(tried[q].ms_ssim)) / slope
+
+    return estimate

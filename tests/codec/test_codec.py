@@ -211,7 +211,7 @@ def _bisection(measure: Callable[[int], Measured], need: float) -> int | None:
     return best
 
 
-@pytest.mark.parametrize("start,slope", [(50, 0.15), (3, 0.05), (97, 1.0), (40, 0.01)])
+@pytest.mark.parametrize("start,slope", [(50, 0.15), (3, 0.05), (97, 1.0), (40, 0.01), (60, -1)])
 def test_search_finds_what_bisection_finds(start: float, slope: float) -> None:
     rng = np.random.default_rng(int(start))
     curve = np.cumsum(rng.uniform(0.0, 0.4, 100))  # a monotone quality-in-dB curve
@@ -224,7 +224,7 @@ def test_search_finds_what_bisection_finds(start: float, slope: float) -> None:
     for need_db in (0.5, 5.0, 12.0, float(curve[-1]) + 1):
         need = 1 - 10 ** (-need_db / 10)
         calls.clear()
-        result = search.smallest_meeting(measure, need, start, slope)
+        result = search.smallest_meeting(measure, need, search.slope_estimator(start, slope, need))
         assert len(set(calls)) == len(calls)  # no setting encoded twice
         found = result.best.setting if result.best else None
         assert found == _bisection(measure, need)
