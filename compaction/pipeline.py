@@ -98,6 +98,8 @@ def _encode_image(
         candidates.append(
             renditions.smallest_meeting(rgb, "avif", quality_target, ref=ref, found=encoded.avif)
         )
+    if bound is not None:
+        timings.update({f"encodes_{f}": float(n) for f, n in bound.encodes.items()})
     return encoded, renditions.smallest(candidates), ref
 
 

@@ -9,8 +9,9 @@ so a poor prediction costs encodes, never quality. Model, per codec, with qualit
 ``shape`` is the median curve over the training photos (tabulated at GRID settings, relative to
 its value at q=50); ``offset`` is, before anything is measured, a linear function of the image's
 activity (log mean luma gradient), and afterwards what the measured candidate nearest the
-target implies. The answer is the setting where that curve crosses the target. Fitted on the
-training photos (never Kodak):
+target implies; once two are measured (preferably one on each side of the target) the curve
+is also scaled to pass through both. The answer is the setting where it crosses the target.
+Fitted on the training photos (never Kodak):
 
     python -m compaction.predictor [--data DIR] [--images N]
 
@@ -65,8 +66,18 @@ def estimator(codec: str, need: float, act: float) -> Estimator:
     target = db(need)
 
     def estimate(tried: dict[int, Measured]) -> float:
-        if tried:
-            q = min(tried, key=lambda s: abs(db(tried[s].ms_ssim) - target))
+        points = sorted(tried, key=lambda q: abs(db(tried[q].ms_ssim) - target))
+        above = [q for q in points if db(tried[q].ms_ssim) >= target]
+        below = [q for q in points if db(tried[q].ms_ssim) < target]
+        pair = [above[0], below[0]] if above and below else points[:2]
+        if len(pair) == 2 and pair[0] != pair[1]:  # two measurements: fit offset and scale
+            (q1, q2), (d1, d2) = pair, [db(tried[q].ms_ssim) for q in pair]
+            s1, s2 = (float(np.interp(q, grid, shape)) for q in (q1, q2))
+            scale = (d1 - d2) / (s1 - s2) if s1 != s2 else 1.0
+            scale = min(max(scale, 0.25), 4.0)
+            return float(np.interp(s1 + (target - d1) / scale, shape, grid))
+        if tried:  # one measurement: the median shape through it
+            q = points[0]
             offset = db(tried[q].ms_ssim) - float(np.interp(q, grid, shape))
         else:
             offset = m["offset"][0] + m["offset"][1] * act

@@ -119,10 +119,12 @@ class SizeBound:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.bytes = math.inf
+        self.encodes: dict[str, int] = {}  # candidates measured per format (for timings)
 
-    def offer(self, candidate: Measured, need: float) -> None:
-        if candidate.ms_ssim >= need:
-            with self._lock:
+    def offer(self, fmt: str, candidate: Measured, need: float) -> None:
+        with self._lock:
+            self.encodes[fmt] = self.encodes.get(fmt, 0) + 1
+            if candidate.ms_ssim >= need:
                 self.bytes = min(self.bytes, len(candidate.data))
 
     def beaten(self, candidate: Measured) -> bool:
@@ -145,7 +147,7 @@ def search_format(
     def measure(q: int) -> Measured:
         candidate = measure_setting(ref, fmt, q)
         if bound is not None:
-            bound.offer(candidate, need)
+            bound.offer(fmt, candidate, need)
         return candidate
 
     give_up = bound.beaten if bound is not None and may_give_up else None
@@ -228,7 +230,7 @@ def delivery_rendition(
     ref = ref or metrics.Reference(rgb)
     bound = SizeBound()
     if avif is not None:
-        bound.offer(avif, target_ms_ssim(quality_target))
+        bound.offer("avif", avif, target_ms_ssim(quality_target))
     return smallest(
         [
             candidate(rgb, f, quality_target, ref=ref, found=_reused(f, avif), bound=bound)

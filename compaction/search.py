@@ -44,7 +44,7 @@ class Result:
 
 
 Estimator = Callable[[dict[int, "Measured"]], float]
-GUIDED_STEPS = 4  # estimates tried before plain bisection of the bracket takes over
+GUIDED_STEPS = 4  # estimates tried before doubling steps / bisection of the bracket take over
 
 
 def smallest_meeting(
@@ -57,7 +57,7 @@ def smallest_meeting(
 
     ``estimate(tried)``: the (fractional) setting expected to just meet ``need`` given the
     candidates measured so far. The bracket (highest known miss, lowest known meet) shrinks on
-    every encode, so the search always ends, after at most GUIDED_STEPS + 7 encodes.
+    every encode, so the search always ends, after at most GUIDED_STEPS + 14 encodes.
     ``give_up(candidate)``, asked of each candidate that misses: stop, as nothing at a higher
     setting could be of use (``auto`` renditions: it is already larger than a known winner)."""
     tried: dict[int, Measured] = {}
@@ -73,12 +73,19 @@ def smallest_meeting(
                 return Result(None, tried, abandoned=True)
         if meet - miss <= 1:
             return Result(tried.get(meet), tried)
-        if len(tried) < GUIDED_STEPS:
-            nxt = math.ceil(estimate(tried) - 1e-9)  # the first setting expected to meet
-            nxt = min(nxt, q - 1) if q == meet else max(nxt, q + 1)  # always move inwards
-        else:
-            nxt = (miss + min(meet, HI + 1)) // 2
-        q = min(max(nxt, miss + 1), meet - 1)
+        q = min(max(_next(tried, q, miss, meet, estimate), miss + 1), meet - 1)
+
+
+def _next(tried: dict[int, Measured], q: int, miss: int, meet: int, estimate: Estimator) -> int:
+    """The next setting to try: the estimate (moving at least one step inwards); after
+    GUIDED_STEPS, bisection of the bracket, or doubling steps while one side is still open."""
+    if len(tried) < GUIDED_STEPS:
+        nxt = math.ceil(estimate(tried) - 1e-9)  # the first setting expected to meet
+        return min(nxt, q - 1) if q == meet else max(nxt, q + 1)
+    if miss >= LO and meet <= HI:
+        return (miss + meet) // 2
+    step = 2 ** (len(tried) - GUIDED_STEPS + 1)
+    return meet - step if meet <= HI else miss + step
 
 
 def slope_estimator(start: float, slope: float, need: float) -> Estimator:

@@ -106,14 +106,38 @@ def run_one(path: Path, quality: float, fmt: str, remeasure: bool) -> dict[str, 
     return out
 
 
+def time_ms_ssim(path: Path) -> dict[str, Any]:
+    """One ``metrics.ms_ssim`` call of this revision (original vs its JPEG q50), timed."""
+    import io
+
+    from PIL import Image
+
+    from compaction import metrics
+
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).copy()
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=50)
+    with Image.open(buf) as im:
+        dec = np.asarray(im.convert("RGB")).copy()
+    t0 = time.perf_counter()
+    value = metrics.ms_ssim(rgb, dec)
+    return {"ms_ssim": value, "seconds": time.perf_counter() - t0, "load1": os.getloadavg()[0]}
+
+
 def worker() -> None:
-    """Read ``path<TAB>quality<TAB>format<TAB>remeasure`` lines, answer one JSON line each."""
+    """Read ``path<TAB>quality<TAB>format<TAB>remeasure`` lines (or ``ms_ssim<TAB>path``),
+    answer one JSON line each."""
     with tempfile.TemporaryDirectory() as tmp:
         _configure(Path(tmp))
         _warm_up()
         print("ready", flush=True)
         for line in sys.stdin:
-            path, quality, fmt, remeasure = line.rstrip("\n").split("\t")
+            fields = line.rstrip("\n").split("\t")
+            if fields[0] == "ms_ssim":
+                print(json.dumps(time_ms_ssim(Path(fields[1]))), flush=True)
+                continue
+            path, quality, fmt, remeasure = fields
             row = run_one(Path(path), float(quality), fmt, remeasure == "1")
             print(json.dumps(row), flush=True)
 
@@ -147,6 +171,12 @@ class Worker:
     def run(self, path: Path, quality: float, fmt: str, remeasure: bool = False) -> dict:
         assert self.proc.stdin is not None
         self.proc.stdin.write(f"{path}\t{quality}\t{fmt}\t{int(remeasure)}\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line())
+
+    def ms_ssim(self, path: Path) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"ms_ssim\t{path}\n")
         self.proc.stdin.flush()
         return json.loads(self._line())
 
@@ -283,6 +313,13 @@ def main() -> None:
             _print_row("current", rows[-1])
         summary["current"] = _summary("current", rows)
         if base is not None:
+            old, new = base.ms_ssim(files[0]), current.ms_ssim(files[0])
+            summary["ms_ssim_call_s"] = {"baseline": old["seconds"], "current": new["seconds"]}
+            print(
+                f"one MS-SSIM call ({files[0].name} vs its JPEG q50): baseline "
+                f"{old['seconds']:.3f}s = {old['ms_ssim']!r}, current {new['seconds']:.3f}s = "
+                f"{new['ms_ssim']!r} (load1 {new['load1']:.2f})"
+            )
             base.close()
             summary["baseline"] = {"revision": args.baseline, **_summary(args.baseline, base_rows)}
             for key in ("total", "cpu"):
