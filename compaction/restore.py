@@ -49,20 +49,17 @@ class Spec:
         return WEIGHTS_DIR / self.file
 
 
-SPECS = {
-    1: Spec(
-        1,
-        "restore_v1.pt",
-        "5870c5e54e141ba2875be5edb8fb8c08f9e7bb05d01f97682c82ee266bc5f10a",
-        width=16,
-        layers=3,
-        unshuffle=1,
-        weight_step=2.0**-10,
-        act_step=2.0**-8,
-    ),
-}
-DEFAULT_ID = 1
-V2 = Spec(  # the architecture being trained (compaction.train restore); registered once shipped
+V1 = Spec(  # every version 1 stream; 1000 training steps
+    1,
+    "restore_v1.pt",
+    "5870c5e54e141ba2875be5edb8fb8c08f9e7bb05d01f97682c82ee266bc5f10a",
+    width=16,
+    layers=3,
+    unshuffle=1,
+    weight_step=2.0**-10,
+    act_step=2.0**-8,
+)
+V2 = Spec(  # what ``compaction.train restore`` trains and exports
     2,
     "restore_v2.pt",
     "",
@@ -72,6 +69,8 @@ V2 = Spec(  # the architecture being trained (compaction.train restore); registe
     weight_step=2.0**-12,
     act_step=2.0**-12,
 )
+SPECS = {spec.id: spec for spec in (V1, V2) if spec.sha256}  # shipped = pinned by a hash
+DEFAULT_ID = max(SPECS)
 
 
 class RestoreNet(nn.Module):

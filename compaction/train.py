@@ -134,9 +134,12 @@ def train_restore(data: Path, minutes: float, steps: int, seed: int) -> None:
                 _save(model, opt, step, ckpt_path)
     _save(model, opt, step, ckpt_path)
     quantise_(model, V2.weight_step)
-    V2.path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.double().state_dict(), V2.path)
-    print(f"saved {V2.path} after {step} steps")
+    if V2.sha256:  # shipped and pinned: old streams decode with exactly that file
+        print(f"{V2.file} is shipped (pinned in restore.SPECS); not overwritten. Train a new id.")
+    else:
+        V2.path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.double().state_dict(), V2.path)
+        print(f"saved {V2.path} after {step} steps")
     _report_gain(model.double(), pairs, np.random.default_rng(seed))
 
 

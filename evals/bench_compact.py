@@ -14,15 +14,19 @@ the fraction meeting the target is printed (goal >= 95%).
 
 ``--baseline REV``: the same measurement of an older revision of the code (``git archive REV``
 into a temporary directory, run in its own worker process) on the first ``--baseline-limit``
-images, interleaved image by image with the current code, so both see the same machine load;
-the ratio of the medians is printed. Timings on a shared machine are noisy: read them next to
-the load average. The last line is a JSON summary. Never used for assertions in tests.
+images (default 1: the old pipeline takes minutes per image), interleaved image by image with
+the current code so both see the same machine load, and the per-image ratios (wall and CPU
+time) are printed; plus one timed ``metrics.ms_ssim`` call of each revision on the same pair
+of images, with its value. Also printed: the restoration networks' exact decode cost. Timings
+on a shared machine are noisy: read them next to the load average. The last line is a JSON
+summary. Never used for assertions in tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -114,8 +118,7 @@ def time_ms_ssim(path: Path) -> dict[str, Any]:
 
     from compaction import metrics
 
-    with Image.open(path) as im:
-        rgb = np.asarray(im.convert("RGB")).copy()
+    rgb = _image(path)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "JPEG", quality=50)
     with Image.open(buf) as im:
@@ -123,6 +126,35 @@ def time_ms_ssim(path: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     value = metrics.ms_ssim(rgb, dec)
     return {"ms_ssim": value, "seconds": time.perf_counter() - t0, "load1": os.getloadavg()[0]}
+
+
+def time_restoration(path: Path) -> dict[str, Any]:
+    """Each registered restoration network on this image's AVIF base (q55): seconds (best of
+    3) on 1 and on 2 strips, the exact float64 decode path."""
+    from compaction import restore
+    from compaction.base import avif_decode, avif_encode
+
+    rgb = avif_decode(avif_encode(np.asarray(_image(path)), 55))
+    out: dict[str, Any] = {"load1": os.getloadavg()[0]}
+    for wid, spec in restore.SPECS.items():
+        loaded = restore.load_restorer(wid)
+        assert loaded is not None
+        params = sum(p.numel() for p in loaded[0].parameters())
+        for threads in (1, 2):
+            best = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                restore.restore(rgb, 55, wid, threads=threads)
+                best = min(best, time.perf_counter() - t0)
+            out[f"{spec.file} ({params} params), {threads} strip(s)"] = round(best, 3)
+    return out
+
+
+def _image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).copy()
 
 
 def worker() -> None:
@@ -134,8 +166,9 @@ def worker() -> None:
         print("ready", flush=True)
         for line in sys.stdin:
             fields = line.rstrip("\n").split("\t")
-            if fields[0] == "ms_ssim":
-                print(json.dumps(time_ms_ssim(Path(fields[1]))), flush=True)
+            if fields[0] in ("ms_ssim", "restore"):
+                fn = time_ms_ssim if fields[0] == "ms_ssim" else time_restoration
+                print(json.dumps(fn(Path(fields[1]))), flush=True)
                 continue
             path, quality, fmt, remeasure = fields
             row = run_one(Path(path), float(quality), fmt, remeasure == "1")
@@ -175,8 +208,14 @@ class Worker:
         return json.loads(self._line())
 
     def ms_ssim(self, path: Path) -> dict:
+        return self._ask(f"ms_ssim\t{path}")
+
+    def restoration(self, path: Path) -> dict:
+        return self._ask(f"restore\t{path}")
+
+    def _ask(self, line: str) -> dict:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"ms_ssim\t{path}\n")
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         return json.loads(self._line())
 
@@ -285,7 +324,12 @@ def main() -> None:
     parser.add_argument("--format", default="auto")
     parser.add_argument("--targets", default="50,75,85,95", help="'' to skip the rate sweep")
     parser.add_argument("--baseline", default="", help="git revision to compare against")
-    parser.add_argument("--baseline-limit", type=int, default=0, help="baseline on first N")
+    parser.add_argument(
+        "--baseline-limit",
+        type=int,
+        default=1,
+        help="the baseline pipeline on the first N images (0: only its one MS-SSIM call)",
+    )
     args = parser.parse_args()
     if args.worker:
         worker()
@@ -303,9 +347,11 @@ def main() -> None:
         base = None
         if args.baseline:
             base = Worker(_export_revision(args.baseline, Path(tmp)), args.baseline)
-        rows, base_rows, paired = [], [], []
+        rows: list[dict] = []
+        base_rows: list[dict] = []
+        paired: list[int] = []
         for i, f in enumerate(files):
-            if base is not None and (not args.baseline_limit or i < args.baseline_limit):
+            if base is not None and i < args.baseline_limit:
                 base_rows.append(base.run(f, args.quality, args.format))
                 _print_row("baseline", base_rows[-1])
                 paired.append(len(rows))
@@ -321,14 +367,18 @@ def main() -> None:
                 f"{new['ms_ssim']!r} (load1 {new['load1']:.2f})"
             )
             base.close()
-            summary["baseline"] = {"revision": args.baseline, **_summary(args.baseline, base_rows)}
-            for key in ("total", "cpu"):
+            summary["baseline"] = {"revision": args.baseline}
+            if base_rows:
+                summary["baseline"].update(_summary(args.baseline, base_rows))
+            for key in ("total", "cpu") if base_rows else ():
                 ratio = [b[key] / rows[j][key] for b, j in zip(base_rows, paired, strict=True)]
                 summary["baseline"][f"median_speedup_{key}"] = round(float(np.median(ratio)), 2)
                 print(
                     f"same-run speed-up in {key} time (baseline / current, per image): median "
                     f"{np.median(ratio):.1f}x, range {min(ratio):.1f}-{max(ratio):.1f}x"
                 )
+        summary["restoration_s"] = current.restoration(files[0])
+        print(f"restoration networks on {files[0].name}'s AVIF base: {summary['restoration_s']}")
         targets = [float(t) for t in args.targets.split(",") if t.strip()]
         if targets:
             summary["target_rates"] = _target_rates(current, files, targets)
