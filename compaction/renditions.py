@@ -63,9 +63,6 @@ def decode(data: bytes, fmt: str) -> np.ndarray:
         return np.asarray(im.convert("RGB")).copy()
 
 
-_decode = decode  # older name, used by evals
-
-
 LOSSY_ENCODERS: dict[str, Callable[[np.ndarray, int], bytes]] = {
     "jpeg": lambda a, q: _pillow(a, "JPEG", quality=q, optimize=True),
     "webp": lambda a, q: _pillow(a, "WEBP", quality=q, method=4),

@@ -59,10 +59,10 @@ V1 = Spec(  # every version 1 stream; 1000 training steps
     weight_step=2.0**-10,
     act_step=2.0**-8,
 )
-V2 = Spec(  # what ``compaction.train restore`` trains and exports
+V2 = Spec(  # what ``compaction.train restore`` trains; 15000 steps
     2,
     "restore_v2.pt",
-    "",
+    "80b0950cf227efcd1ff751a85f4283c06ffa353fbd204dd1a4be09bd29e5274e",
     width=32,
     layers=4,
     unshuffle=2,

@@ -65,7 +65,7 @@ def _remeasured_ms_ssim(rgb: np.ndarray, fmt: str, data: bytes) -> float:
     """MS-SSIM of the delivered rendition file, decoded again from its bytes."""
     from compaction import metrics, renditions
 
-    return metrics.ms_ssim(rgb, renditions._decode(data, fmt))
+    return metrics.ms_ssim(rgb, renditions.decode(data, fmt))
 
 
 def run_one(path: Path, quality: float, fmt: str, remeasure: bool) -> dict[str, Any]:
