@@ -118,8 +118,9 @@ def compress_image(
     """The smallest compact form found to meet the quality target (100 = lossless).
 
     The AVIF base quality is searched on the base alone (``renditions.search_format``: a few
-    measured encodes); the restoration then runs once, on the answer, or on the setting below
-    it when that missed by less than the restoration can add. Whatever is returned was decoded
+    measured encodes); the restoration then runs on the setting just below the answer when
+    that missed by less than the restoration typically adds, and on the answer unless that
+    already succeeded (so once or twice). Whatever is returned was decoded
     and measured to meet the target. AVIF bases that meet it are offered to ``bound`` (the
     delivery-rendition searches running alongside)."""
     if quality_target >= LOSSLESS:
@@ -131,28 +132,33 @@ def compress_image(
     t1 = time.perf_counter()
     if found.best is None:
         return encode_lossless(rgb)
-    encoded = _restoration_step(rgb, ref, need, found.best, found.tried.get(found.best.setting - 1))
+    below = found.tried.get(found.best.setting - 1)
+    encoded, runs = _restoration_step(rgb, ref, need, found.best, below)
     encoded.avif = found.best
     encoded.timings = {
         "base_search_s": t1 - t0,
         "restoration_s": time.perf_counter() - t1,
+        "restorations": float(runs),
     }
     return encoded
 
 
 def _restoration_step(
     rgb: np.ndarray, ref: metrics.Reference, need: float, base: Measured, below: Measured | None
-) -> Encoded:
-    """The compact form from the searched base: restored where that measurably helps."""
+) -> tuple[Encoded, int]:
+    """The compact form from the searched base, restored where that measurably helps; and how
+    many times the restoration ran."""
     wid = restore.DEFAULT_ID
+    runs = 0
     if below is not None and db(need) - db(below.ms_ssim) < RESTORE_REACH_DB:
+        runs += 1
         restored = _restored(rgb, below, wid)
         if restored is not None and ref.ms_ssim(restored) >= need:
-            return _lossy(rgb, below, restored, wid)
+            return _lossy(rgb, below, restored, wid), runs
     restored = _restored(rgb, base, wid)
     if restored is not None and ref.ms_ssim(restored) < need:
         restored = None  # the base alone meets the target; the restored image would not
-    return _lossy(rgb, base, restored, wid)
+    return _lossy(rgb, base, restored, wid), runs + 1
 
 
 def parse_header(bitstream: bytes) -> dict[str, int]:

@@ -29,7 +29,10 @@ from models.errors import BadRequest
 
 FORMATS = ("webp", "avif", "jpeg", "png", "jxl")
 PREFERENCES = ("webp", "avif", "jpeg", "png", "auto")
-AUTO_FORMATS = ("jpeg", "webp", "avif", "jxl")
+# In the order ``auto`` searches them beside the compact form's AVIF search: the cheap JPEG last,
+# when a winner's size is most likely known and it is settled in one or two encodes.
+AUTO_FORMATS = ("webp", "jxl", "avif", "jpeg")
+PROBE_BELOW = 2
 MEDIA_TYPES = {
     "webp": "image/webp",
     "avif": "image/avif",
@@ -138,8 +141,13 @@ def search_format(
 ) -> Result:
     """The predictor-guided search of ``fmt``'s setting for MS-SSIM >= ``need``; every
     candidate that meets is offered to ``bound``, and with ``may_give_up`` the search stops
-    once ``bound`` shows this format cannot give the smallest file."""
+    once ``bound`` shows this format cannot give the smallest file. When a winner is already
+    known, the first probe goes PROBE_BELOW steps under the prediction: a candidate that misses
+    yet is larger than the winner settles a losing format in one encode."""
     estimate = predictor.estimator(fmt, need, predictor.activity(ref.original))
+    if may_give_up and bound is not None and bound.bytes < math.inf:
+        guided = estimate
+        estimate = lambda tried: guided(tried) - (0 if tried else PROBE_BELOW)  # noqa: E731
 
     def measure(q: int) -> Measured:
         candidate = measure_setting(ref, fmt, q)
