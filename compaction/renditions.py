@@ -141,13 +141,14 @@ def search_format(
 ) -> Result:
     """The predictor-guided search of ``fmt``'s setting for MS-SSIM >= ``need``; every
     candidate that meets is offered to ``bound``, and with ``may_give_up`` the search stops
-    once ``bound`` shows this format cannot give the smallest file. When a winner is already
-    known, the first probe goes PROBE_BELOW steps under the prediction: a candidate that misses
-    yet is larger than the winner settles a losing format in one encode."""
-    estimate = predictor.estimator(fmt, need, predictor.activity(ref.original))
-    if may_give_up and bound is not None and bound.bytes < math.inf:
-        guided = estimate
-        estimate = lambda tried: guided(tried) - (0 if tried else PROBE_BELOW)  # noqa: E731
+    once ``bound`` shows this format cannot give the smallest file. While every candidate so
+    far is larger than a known winner, probes go PROBE_BELOW steps under the prediction: a
+    candidate that misses yet is larger than the winner settles a losing format."""
+    guided = predictor.estimator(fmt, need, predictor.activity(ref.original))
+
+    def estimate(tried: dict[int, Measured]) -> float:
+        losing = bound is not None and all(bound.beaten(c) for c in tried.values())
+        return guided(tried) - (PROBE_BELOW if may_give_up and losing else 0)
 
     def measure(q: int) -> Measured:
         candidate = measure_setting(ref, fmt, q)
