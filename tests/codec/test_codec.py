@@ -7,13 +7,16 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from compaction import codec, colour, lossless, lossless_v1, metrics, renditions
+from compaction import codec, colour, lossless, lossless_v1, metrics, renditions, restore, search
 from compaction.quality import target_ms_ssim
+from compaction.search import Measured
 from models.errors import BadRequest
 from tests.codec.images import synthetic
 
@@ -120,7 +123,7 @@ def test_golden_bitstreams_decode_in_a_fresh_process() -> None:
         "import hashlib,sys,json\n"
         "from compaction import codec\n"
         "out={}\n"
-        "for n in ('lossless','lossless_v1','lossy'):\n"
+        "for n in ('lossless','lossless_v1','lossy','lossy_v2'):\n"
         "    d=codec.decompress_image(open(sys.argv[1]+'/'+n+'.cedg','rb').read())\n"
         "    out[n]=hashlib.sha256(d.tobytes()).hexdigest()\n"
         "print(json.dumps(out))\n"
@@ -137,7 +140,144 @@ def test_golden_bitstreams_decode_in_a_fresh_process() -> None:
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["lossless"] == expected["lossless"] == expected["source"]  # lossless: exact
     assert got["lossless_v1"] == expected["source"]  # streams of the first coder still decode
-    assert got["lossy"] == expected["lossy"]
+    assert got["lossy"] == expected["lossy"]  # a frozen version 1 stream: weights id 1 forever
+    assert got["lossy_v2"] == expected["lossy_v2"]
+
+
+def test_golden_streams_name_their_restoration_weights() -> None:
+    v1 = codec.parse_header((GOLDEN / "lossy.cedg").read_bytes())
+    v2 = codec.parse_header((GOLDEN / "lossy_v2.cedg").read_bytes())
+    assert (v1["version"], v1["weights_id"]) == (1, 1)
+    assert v2["version"] == 2 and v2["weights_id"] in restore.SPECS
+    assert v1["flags"] & v2["flags"] & codec.FLAG_RESTORE  # both really run their networks
+
+
+def test_every_registered_weights_file_matches_its_pinned_hash() -> None:
+    for wid, spec in restore.SPECS.items():
+        loaded = restore.load_restorer(wid)
+        assert loaded is not None, spec.file
+        assert loaded[1].endswith(spec.sha256[:12])
+    assert restore.DEFAULT_ID in restore.SPECS
+
+
+def test_stream_naming_unknown_weights_is_refused() -> None:
+    rgb = synthetic(24, 32, seed=8)
+    enc = codec.encode_lossy(rgb, 30)
+    head = codec.parse_header(enc.bitstream)
+    data = bytearray(enc.bitstream)
+    data[6] |= codec.FLAG_RESTORE
+    data[head["payload_offset"] - 1] = 250  # no such weights id
+    with pytest.raises(BadRequest, match="weights id 250"):
+        codec.decompress_image(bytes(data))
+
+
+@pytest.mark.parametrize("shape", [(24, 32), (17, 23)])
+def test_restoration_is_exact_whatever_the_thread_count(shape: tuple[int, int]) -> None:
+    rgb = synthetic(*shape, seed=11)
+    outs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append([restore.restore(rgb, q, wid) for wid in restore.SPECS for q in (30, 70)])
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*outs, strict=True):
+        assert a.shape == rgb.shape and np.array_equal(a, b)
+
+
+def _direct_ms_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """MS-SSIM and SSIM with a direct 2-D 11x11 window convolution (the textbook form)."""
+    import torch.nn.functional as F
+
+    def window(size: int) -> torch.Tensor:
+        x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+        g = torch.exp(-(x**2) / (2 * 1.5**2))
+        g = g / g.sum()
+        return (g[:, None] * g[None, :]).expand(3, 1, size, size).contiguous()
+
+    def parts(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        win = window(min(11, x.shape[-1], x.shape[-2]))
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        mx, my = F.conv2d(x, win, groups=3), F.conv2d(y, win, groups=3)
+        sxx = F.conv2d(x * x, win, groups=3) - mx**2
+        syy = F.conv2d(y * y, win, groups=3) - my**2
+        sxy = F.conv2d(x * y, win, groups=3) - mx * my
+        cs = (2 * sxy + c2) / (sxx + syy + c2)
+        return (((2 * mx * my + c1) / (mx**2 + my**2 + c1)) * cs).mean((2, 3)), cs.mean((2, 3))
+
+    scales = 1
+    while scales < 5 and min(a.shape[:2]) // (2**scales) >= 11:
+        scales += 1
+    w = torch.tensor((0.0448, 0.2856, 0.3001, 0.2363, 0.1333)[:scales], dtype=torch.float64)
+    w = w / w.sum()
+    x, y = (torch.from_numpy(i.astype(np.float64)).permute(2, 0, 1)[None] for i in (a, b))
+    values, ssim0 = [], 0.0
+    for i in range(scales):
+        s, cs = parts(x, y)
+        ssim0 = float(s.mean()) if i == 0 else ssim0
+        values.append(torch.relu(s if i == scales - 1 else cs))
+        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    return float(torch.prod(torch.stack(values) ** w[:, None, None], 0).mean()), ssim0
+
+
+@pytest.mark.parametrize("shape", [(96, 160), (40, 52), (9, 13)])
+def test_fast_ms_ssim_is_the_same_definition(shape: tuple[int, int]) -> None:
+    rgb = synthetic(*shape, seed=12)
+    noisy = np.clip(rgb + np.random.default_rng(1).normal(0, 6, rgb.shape), 0, 255)
+    noisy = noisy.astype(np.uint8)
+    ms, s = _direct_ms_ssim(rgb, noisy)
+    ref = metrics.Reference(rgb)
+    assert abs(ref.ms_ssim(noisy) - ms) < 1e-12
+    assert abs(metrics.ssim(rgb, noisy) - s) < 1e-12
+    assert ref.scores(noisy) == {
+        "psnr": round(metrics.psnr(rgb, noisy), 4),
+        "ssim": round(s, 6),
+        "ms_ssim": round(ms, 6),
+    }
+
+
+def _bisection(measure: Callable[[int], Measured], need: float) -> int | None:
+    lo, hi, best = 1, 100, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if measure(mid).ms_ssim >= need:
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    return best
+
+
+@pytest.mark.parametrize("start,slope", [(50, 0.15), (3, 0.05), (97, 1.0), (40, 0.01), (60, -1)])
+def test_search_finds_what_bisection_finds(start: float, slope: float) -> None:
+    rng = np.random.default_rng(int(start))
+    curve = np.cumsum(rng.uniform(0.0, 0.4, 100))  # a monotone quality-in-dB curve
+    calls: list[int] = []
+
+    def measure(q: int) -> Measured:
+        calls.append(q)
+        return Measured(q, b"", np.zeros(1), 1 - 10 ** (-curve[q - 1] / 10))
+
+    for need_db in (0.5, 5.0, 12.0, float(curve[-1]) + 1):
+        need = 1 - 10 ** (-need_db / 10)
+        calls.clear()
+        result = search.smallest_meeting(measure, need, search.slope_estimator(start, slope, need))
+        assert len(set(calls)) == len(calls)  # no setting encoded twice
+        found = result.best.setting if result.best else None
+        assert found == _bisection(measure, need)
+        assert result.best is None or result.best.ms_ssim >= need
+
+
+def test_compact_form_reuses_its_avif_base_as_the_avif_rendition() -> None:
+    rgb = synthetic(64, 96, seed=13)
+    enc = codec.compress_image(rgb, 70)
+    assert enc.avif is not None and enc.avif.ms_ssim >= target_ms_ssim(70)
+    assert enc.base_quality in (
+        enc.avif.setting,
+        enc.avif.setting - 1,
+    )  # restoration may go 1 below
+    r = renditions.delivery_rendition(rgb, "avif", 70, avif=enc.avif)
+    assert r.data == enc.avif.data and r.ms_ssim >= target_ms_ssim(70)
 
 
 def test_lossless_encoder_is_deterministic_against_golden() -> None:

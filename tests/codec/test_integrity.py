@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from PIL import Image
 
-from compaction import certificate, ingest, pipeline
+from compaction import certificate, codec, ingest, metrics, pipeline, renditions
+from compaction.quality import target_ms_ssim
 from models.errors import BadRequest, PayloadTooLarge
 from models.ledger import signing
 from models.ledger.checkpoints import signer
@@ -44,6 +45,28 @@ def _compacted(quality: float = 85):
     return pipeline.compact_media(
         media, data, quality_target=quality, preference="auto", compact_id="cmp_test"
     )
+
+
+@pytest.mark.parametrize("quality,preference", [(85, "auto"), (60, "webp"), (95, "avif")])
+def test_certified_scores_are_measured_on_what_is_delivered(quality: float, preference: str):
+    rgb = synthetic(64, 80, seed=4)
+    data = png_bytes(rgb)
+    result = pipeline.compact_media(
+        ingest.decode_media(data),
+        data,
+        quality_target=quality,
+        preference=preference,
+        compact_id="cmp_measured",
+    )
+    body, need = result.body, target_ms_ssim(quality)
+    decoded = codec.decompress_image(result.bitstream)  # what a later rehydrate gives
+    assert body["hashes"]["decoded_pixels_sha256"] == pipeline.pixels_sha256([decoded])
+    assert body["scores"]["ms_ssim"] == round(metrics.ms_ssim(rgb, decoded), 6) >= need
+    delivered = renditions.decode(result.rendition, result.rendition_format)
+    remeasured = metrics.ms_ssim(rgb, delivered)
+    assert body["rendition"]["ms_ssim"] == round(remeasured, 6) and remeasured >= need
+    assert body["meets_target"] and body["rendition"]["meets_target"]
+    assert preference == "auto" or result.rendition_format == preference
 
 
 def test_certificate_verifies_and_tamper_fails() -> None:
