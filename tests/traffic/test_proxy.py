@@ -309,9 +309,11 @@ async def test_shield_mode(
     await wait_status(base, "127.0.17.1", 200)
     async with database.session() as session:
         rows = await session.execute(
-            select(AuditEntry.params).where(
+            select(AuditEntry.params)
+            .where(
                 AuditEntry.action == "shield_mode_changed", AuditEntry.target == f"site:{site_id}"
             )
+            .order_by(AuditEntry.seq)  # without it PostgreSQL may return them in any order
         )
         changes = [p.get("enabled") for p in rows.scalars()]
     assert changes[-2:] == [True, False], changes
