@@ -24,35 +24,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 30.0) -> None:
+def wait_http(
+    url: str,
+    timeout: float = 30.0,
+    *,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> None:
+    """Wait until ``url`` answers without a 5xx. With ``proc``: fail at once if it exits; the
+    tail of ``log`` goes into either failure's message."""
+
+    def tail() -> str:
+        return "\n" + log.read_text(errors="replace")[-3000:] if log is not None else ""
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-def wait_started(proc: subprocess.Popen, url: str, log: Path, *, timeout: float = 120.0) -> None:
-    """Wait until ``url`` answers without a 5xx, failing at once (with the tail of ``log``) if
-    the process exits. Generous: on the shared 2-core machine an ExecFlow process
-    importing the whole application has taken over 30 s to start under load."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{log.name} exited:\n{log.read_text(errors='replace')[-3000:]}")
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the process serving {url} exited with {proc.returncode}{tail()}")
         try:
             if httpx.get(url, timeout=2.0).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.2)
-    raise TimeoutError(
-        f"{url} not up within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}"
-    )
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s{tail()}")
+
+
+def wait_started(proc: subprocess.Popen, url: str, log: Path, *, timeout: float = 120.0) -> None:
+    """``wait_http`` for a server process just started. Generous: on the shared 2-core machine
+    an ExecFlow process has taken over 30 s to start under load."""
+    wait_http(url, timeout, proc=proc, log=log)
 
 
 def json_log_records(path: Path) -> list[dict]:
