@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -184,6 +185,55 @@ def test_restoration_is_exact_whatever_the_thread_count(shape: tuple[int, int]) 
         torch.set_num_threads(before)
     for a, b in zip(*outs, strict=True):
         assert a.shape == rgb.shape and np.array_equal(a, b)
+
+
+def _restore_inputs() -> list[tuple[np.ndarray, int]]:
+    """Images and base qualities for the exactness comparisons: real detail, the extremes
+    (black, white, a 0/255 checkerboard: the largest activations) and odd sizes."""
+    checker = (np.indices((24, 30)).sum(0) % 2 * 255).astype(np.uint8)
+    images = [
+        synthetic(64, 96, seed=3),
+        synthetic(17, 23, seed=5),
+        np.zeros((12, 16, 3), np.uint8),
+        np.full((12, 16, 3), 255, np.uint8),
+        np.repeat(checker[..., None], 3, axis=2),
+    ]
+    if (KODAK / "kodim07.png").exists():
+        from PIL import Image
+
+        with Image.open(KODAK / "kodim07.png") as im:
+            images.append(np.asarray(im.convert("RGB"))[:128, :192].copy())
+    return [(rgb, q) for rgb in images for q in (1, 37, 100)]
+
+
+@pytest.mark.parametrize("wid", sorted(restore.SPECS))
+def test_float32_digit_convolutions_give_the_float64_forms_values(wid: int) -> None:
+    model, _ = restore.load_restorer(wid) or pytest.fail("weights not shipped")
+    spec = restore.SPECS[wid]
+    assert restore._float32_convs_exact(model, spec)  # the fast path is the one in use here
+    for rgb, q in _restore_inputs():
+        x = restore.net_input(restore._even(rgb) if spec.unshuffle > 1 else rgb, q)
+        with torch.no_grad():
+            want = model(x, act_step=spec.act_step)  # the float64 reference form
+            assert torch.equal(restore._exact_convs(model, spec, x), want), (rgb.shape, q)
+
+
+def test_restoration_falls_back_to_float64_where_float32_is_not_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rgb, q = synthetic(40, 56, seed=6), 45
+    fast = restore.restore(rgb, q)
+    monkeypatch.setitem(restore._f32_checked, restore.DEFAULT_ID, False)
+    calls: list[int] = []
+    real = restore._exact_convs
+
+    def counted(*args: Any) -> torch.Tensor:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(restore, "_exact_convs", counted)
+    assert np.array_equal(restore.restore(rgb, q), fast)
+    assert calls == []  # the float64 form ran
 
 
 def _direct_ms_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
