@@ -5,18 +5,21 @@ five standard scale weights), computed per RGB channel and averaged. Images too 
 scales use as many as fit, with the weights renormalised.
 
 The encoder measures many candidates against one original, so ``Reference`` computes the
-original's pyramid and local statistics once, and the Gaussian window is applied as two 1-D
-passes (it is the outer product of a 1-D Gaussian): the same definition and, up to float64
-rounding (about 1e-15), the same numbers as a direct 11x11 convolution, about 30x faster.
+original's pyramid and local statistics once. The Gaussian window is applied as two 1-D passes
+(it is the outer product of a 1-D Gaussian), and one compiled kernel per scale does both passes
+over the candidate's three maps (y, y*y, x*y) and reduces the SSIM map to its means without
+storing it: the same definition and, up to float64 rounding (about 1e-15), the same numbers as a
+direct 11x11 convolution (tested), about 4x faster than the same passes as whole-array torch
+operations (which read and wrote every map 22 times). The kernels release the GIL, so the
+side-by-side searches measure in parallel.
 """
 
 from __future__ import annotations
 
 import math
 
+import numba as nb
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 _MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _WIN = 11
@@ -29,29 +32,120 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def _tensor(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float64)).permute(2, 0, 1)[None]
+def _planes(img: np.ndarray) -> np.ndarray:
+    """HxWx3 -> 3xHxW float64 (contiguous)."""
+    return np.ascontiguousarray(np.moveaxis(np.asarray(img, dtype=np.float64), 2, 0))
 
 
-def _gauss(size: int) -> list[float]:
+def _gauss(size: int) -> np.ndarray:
     """The normalised 1-D Gaussian whose outer product is the SSIM window."""
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * 1.5**2))
-    return (g / g.sum()).tolist()
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    g = np.exp(-(x**2) / (2 * 1.5**2))
+    return g / g.sum()
 
 
-def _filter(img: torch.Tensor, g: list[float]) -> torch.Tensor:
-    """'Valid' Gaussian filtering of 1 x C x H x W: a horizontal then a vertical pass."""
-    n = len(g)
-    w = img.shape[-1] - n + 1
-    h = img[..., 0:w] * g[0]
-    for i in range(1, n):
-        h.add_(img[..., i : i + w], alpha=g[i])
-    rows = h.shape[-2] - n + 1
-    out = h[..., 0:rows, :] * g[0]
-    for i in range(1, n):
-        out.add_(h[..., i : i + rows, :], alpha=g[i])
-    return out
+def _pool(x: np.ndarray) -> np.ndarray:
+    """2x2 average pooling of 3xHxW (odd last row/column dropped), as avg_pool2d."""
+    h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+    return np.ascontiguousarray(
+        (x[:, 0:h:2, 0:w:2] + x[:, 1:h:2, 0:w:2] + x[:, 0:h:2, 1:w:2] + x[:, 1:h:2, 1:w:2]) / 4
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def _reference_stats(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local mean and variance of each plane of x under the separable window ('valid')."""
+    chans, rows, cols = x.shape
+    n = g.shape[0]
+    ro, co = rows - n + 1, cols - n + 1
+    mx = np.zeros((chans, ro, co))
+    sxx = np.zeros((chans, ro, co))
+    hx = np.zeros((rows, co))
+    hxx = np.zeros((rows, co))
+    for c in range(chans):
+        hx[:] = 0.0
+        hxx[:] = 0.0
+        for r in range(rows):
+            for k in range(n):
+                gk = g[k]
+                for j in range(co):
+                    v = x[c, r, j + k]
+                    hx[r, j] += gk * v
+                    hxx[r, j] += gk * (v * v)
+        for i in range(ro):
+            for k in range(n):
+                gk = g[k]
+                for j in range(co):
+                    mx[c, i, j] += gk * hx[i + k, j]
+                    sxx[c, i, j] += gk * hxx[i + k, j]
+            for j in range(co):
+                sxx[c, i, j] -= mx[c, i, j] * mx[c, i, j]
+    return mx, sxx
+
+
+@nb.njit(cache=True, nogil=True)
+def _ssim_means(
+    x: np.ndarray,
+    mx: np.ndarray,
+    sxx: np.ndarray,
+    y: np.ndarray,
+    g: np.ndarray,
+    c1: float,
+    c2: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per plane: the mean SSIM (luminance x contrast-structure) and the mean contrast-structure
+    term of y against x, whose local statistics ``mx``, ``sxx`` are given."""
+    chans, rows, cols = y.shape
+    n = g.shape[0]
+    ro, co = rows - n + 1, cols - n + 1
+    hy = np.zeros((rows, co))
+    hyy = np.zeros((rows, co))
+    hxy = np.zeros((rows, co))
+    my = np.zeros(co)
+    eyy = np.zeros(co)
+    exy = np.zeros(co)
+    ssim = np.zeros(chans)
+    cs_mean = np.zeros(chans)
+    for c in range(chans):
+        hy[:] = 0.0
+        hyy[:] = 0.0
+        hxy[:] = 0.0
+        for r in range(rows):
+            for k in range(n):
+                gk = g[k]
+                for j in range(co):
+                    v = y[c, r, j + k]
+                    hy[r, j] += gk * v
+                    hyy[r, j] += gk * (v * v)
+                    hxy[r, j] += gk * (x[c, r, j + k] * v)
+        total_s = 0.0
+        total_cs = 0.0
+        for i in range(ro):
+            my[:] = 0.0
+            eyy[:] = 0.0
+            exy[:] = 0.0
+            for k in range(n):
+                gk = g[k]
+                for j in range(co):
+                    my[j] += gk * hy[i + k, j]
+                    eyy[j] += gk * hyy[i + k, j]
+                    exy[j] += gk * hxy[i + k, j]
+            row_s = 0.0
+            row_cs = 0.0
+            for j in range(co):
+                m_x = mx[c, i, j]
+                m_y = my[j]
+                syy = eyy[j] - m_y * m_y
+                sxy = exy[j] - m_x * m_y
+                cs = (2 * sxy + c2) / (sxx[c, i, j] + syy + c2)
+                lum = (2 * m_x * m_y + c1) / (m_x * m_x + m_y * m_y + c1)
+                row_s += lum * cs
+                row_cs += cs
+            total_s += row_s
+            total_cs += row_cs
+        ssim[c] = total_s / (ro * co)
+        cs_mean[c] = total_cs / (ro * co)
+    return ssim, cs_mean
 
 
 def _scales(shape: tuple[int, ...]) -> int:
@@ -67,45 +161,33 @@ class Reference:
     def __init__(self, original: np.ndarray) -> None:
         self.original = original
         self.n_scales = _scales(original.shape)
-        weights = torch.tensor(_MS_WEIGHTS[: self.n_scales], dtype=torch.float64)
+        weights = np.array(_MS_WEIGHTS[: self.n_scales], dtype=np.float64)
         self.weights = weights / weights.sum()
-        self.levels: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[float]]] = []
-        x = _tensor(original)
-        with torch.no_grad():
-            for i in range(self.n_scales):
-                g = _gauss(min(_WIN, x.shape[-1], x.shape[-2]))
-                mx = _filter(x, g)
-                self.levels.append((x, mx, _filter(x * x, g) - mx**2, g))
-                if i < self.n_scales - 1:
-                    x = F.avg_pool2d(x, 2)
-
-    def _parts(self, level: int, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean SSIM and contrast-structure term at one scale."""
-        x, mx, sxx, g = self.levels[level]
-        my = _filter(y, g)
-        syy = _filter(y * y, g) - my**2
-        sxy = _filter(x * y, g) - mx * my
-        cs = (2 * sxy + _C2) / (sxx + syy + _C2)
-        lum = (2 * mx * my + _C1) / (mx**2 + my**2 + _C1)
-        return (lum * cs).mean(dim=(2, 3)), cs.mean(dim=(2, 3))
+        self.levels: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        x = _planes(original)
+        for i in range(self.n_scales):
+            g = _gauss(min(_WIN, x.shape[1], x.shape[2]))
+            mx, sxx = _reference_stats(x, g)
+            self.levels.append((x, mx, sxx, g))
+            if i < self.n_scales - 1:
+                x = _pool(x)
 
     def _ssim_and_ms(self, decoded: np.ndarray, *, multiscale: bool) -> tuple[float, float]:
-        y = _tensor(decoded)
+        y = _planes(decoded)
         values = []
         ssim0 = math.nan
-        with torch.no_grad():
-            for i in range(self.n_scales if multiscale else 1):
-                s, cs = self._parts(i, y)
-                if i == 0:
-                    ssim0 = float(s.mean())
-                values.append(torch.relu(s if i == self.n_scales - 1 else cs))
-                if i < self.n_scales - 1:
-                    y = F.avg_pool2d(y, 2)
-            if not multiscale:
-                return ssim0, math.nan
-            stacked = torch.stack(values, dim=0)  # scales x 1 x 3
-            result = torch.prod(stacked ** self.weights[:, None, None], dim=0)
-        return ssim0, float(result.mean())
+        for i in range(self.n_scales if multiscale else 1):
+            x, mx, sxx, g = self.levels[i]
+            s, cs = _ssim_means(x, mx, sxx, y, g, _C1, _C2)
+            if i == 0:
+                ssim0 = float(s.mean())
+            values.append(np.maximum(s if i == self.n_scales - 1 else cs, 0.0))
+            if i < self.n_scales - 1:
+                y = _pool(y)
+        if not multiscale:
+            return ssim0, math.nan
+        stacked = np.stack(values)  # scales x 3
+        return ssim0, float(np.prod(stacked ** self.weights[:, None], axis=0).mean())
 
     def ms_ssim(self, decoded: np.ndarray) -> float:
         """Multi-scale SSIM of ``decoded`` against the original (mean over RGB channels)."""
