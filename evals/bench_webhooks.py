@@ -44,9 +44,9 @@ class Collector:
                 event = json.loads(body)
                 collector.requests += 1
                 sent = event["data"]["params"].get("t0")
-                if sent is not None:
+                if sent is not None:  # the ledger stores floats as decimal strings
                     with collector.lock:
-                        collector.latencies.setdefault(event["id"], (now - sent) * 1000)
+                        collector.latencies.setdefault(event["id"], (now - float(sent)) * 1000)
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
