@@ -255,16 +255,16 @@ class OpenAIChatModel(BaseChatModel):
     ) -> ChatResult:
         import openai
 
-        client = openai.OpenAI(
+        with openai.OpenAI(
             base_url=self.base_url,
             api_key=self.api_key,
             timeout=self.timeout,
             max_retries=self.max_retries,
-        )
-        try:
-            response = client.chat.completions.create(**self._request(messages, kwargs))
-        except openai.OpenAIError as exc:
-            raise UpstreamError(f"LLM endpoint error: {exc}", code="LLM_ERROR") from exc
+        ) as client:
+            try:
+                response = client.chat.completions.create(**self._request(messages, kwargs))
+            except openai.OpenAIError as exc:
+                raise UpstreamError(f"LLM endpoint error: {exc}", code="LLM_ERROR") from exc
         return ChatResult(generations=[ChatGeneration(message=self._parse(response))])
 
     async def _agenerate(

@@ -128,3 +128,20 @@ async def test_unreachable_endpoint_does_not_answer() -> None:
         model="fake", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k", max_retries=0
     )
     assert await model.ping() is False
+
+
+def test_synchronous_invoke_speaks_the_same_protocol(llm: tuple[str, FakeLLM]) -> None:
+    from langchain_core.messages import HumanMessage
+
+    url, fake = llm
+    fake.script = [
+        (200, _completion(calls=[{"name": "list_incidents", "arguments": '{"limit": 3}'}])),
+        (500, {"error": {"message": "boom", "type": "server_error"}}),
+    ]
+    model = OpenAIChatModel(model="fake", base_url=url, api_key="k", max_retries=0)
+    out = model.invoke([HumanMessage("which incidents are open?")])
+    assert [(c["name"], c["args"]) for c in out.tool_calls] == [("list_incidents", {"limit": 3})]
+    assert fake.requests[0]["messages"][-1]["content"] == "which incidents are open?"
+    with pytest.raises(UpstreamError) as info:
+        model.invoke([HumanMessage("again")])
+    assert info.value.code == "LLM_ERROR"
