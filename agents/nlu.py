@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -1232,12 +1233,12 @@ def _playbook_intent(
 ) -> tuple[str, dict[str, Any]] | None:
     low = clause.lower()
     names = [str(p["name"]) for p in world.playbooks]
-    m = re.search(r"\bplaybook\s+[\"'`]?([a-z][\w-]+)|([a-z][\w-]+)\s+playbook\b", low)
-    if m:
-        cand = m.group(1) or m.group(2)
-        close = difflib.get_close_matches(cand, names, n=1, cutoff=0.6)
+    # "playbook NAME" first: in "run the playbook NAME" the other form matches "the playbook"
+    for pattern in (r"\bplaybook\s+[\"'`]?([a-z][\w-]+)", r"([a-z][\w-]+)\s+playbook\b"):
+        m = re.search(pattern, low)
+        close = difflib.get_close_matches(m.group(1), names, n=1, cutoff=0.6) if m else []
         if close:
-            return close[0], _playbook_params(close[0], clause)
+            return close[0], _playbook_params(close[0], clause, world)
     if _has(r"\b(restart\w*|bounce|reload|recycle|kick|cycle|re-?start)\b", low) and not _has(
         r"\b(reboot|restart)\s+(the\s+)?(server|box|host|machine)\b", low
     ):
@@ -1279,14 +1280,49 @@ def _playbook_intent(
     return None
 
 
-def _playbook_params(name: str, clause: str) -> dict[str, Any]:
+# ``name=value`` or ``name="value with spaces"`` (a JSON string): how scheduled playbook runs
+# (``orchestrator.schedules.task_text``) and careful operators write parameters.
+_ASSIGNMENT = re.compile(r'\b([A-Za-z_][\w-]*)=("(?:[^"\\]|\\.)*"|[^\s"]+)')
+
+
+def declared_params(world: World, playbook: str) -> dict[str, str]:
+    """Name -> type of the parameters a playbook declares (the playbook service lists specs,
+    the offline defaults only names, taken as strings)."""
+    types: dict[str, str] = {}
+    for p in world.playbooks:
+        if p.get("name") != playbook:
+            continue
+        for spec in p.get("params") or []:
+            if isinstance(spec, dict) and spec.get("name"):
+                types[str(spec["name"])] = str(spec.get("type") or "string")
+            elif isinstance(spec, str):
+                types[spec] = "string"
+    return types
+
+
+def _playbook_params(name: str, clause: str, world: World) -> dict[str, Any]:
+    params: dict[str, Any] = {}
     if name == "restart-service":
         svc = find_service(clause)
-        return {"service": svc} if svc else {}
-    if name == "patch-package":
+        params = {"service": svc} if svc else {}
+    elif name == "patch-package":
         pkg = find_package(clause)
-        return {"package": pkg} if pkg else {}
-    return {}
+        params = {"package": pkg} if pkg else {}
+    declared = declared_params(world, name)
+    for key, raw in _ASSIGNMENT.findall(clause):
+        if key not in declared:
+            continue
+        if raw.startswith('"'):
+            try:
+                value: Any = json.loads(raw)
+            except ValueError:
+                continue
+        elif declared[key] == "boolean" and raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            value = raw  # integers stay text: the playbook service checks and converts them
+        params[key] = value  # explicit assignments win over what was read from the prose
+    return params
 
 
 _SECURITY_WORDS = (

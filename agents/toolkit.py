@@ -335,12 +335,15 @@ class World:
     playbooks: list[dict[str, Any]] = field(default_factory=list)  # {name, params}
 
 
-DEFAULT_PLAYBOOKS = [
+DEFAULT_PLAYBOOKS = [  # the shipped library (tools/playbook_library), when it cannot be listed
     {"name": "restart-service", "params": ["service"]},
-    {"name": "clear-disk-space", "params": []},
-    {"name": "rotate-logs", "params": []},
+    {
+        "name": "clear-disk-space",
+        "params": ["journal_max_size", {"name": "tmp_age_days", "type": "integer"}],
+    },
+    {"name": "rotate-logs", "params": ["config"]},
     {"name": "patch-package", "params": ["package"]},
-    {"name": "collect-diagnostics", "params": []},
+    {"name": "collect-diagnostics", "params": [{"name": "journal_lines", "type": "integer"}]},
 ]
 
 FIXTURE_WORLD = World(

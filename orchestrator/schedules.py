@@ -39,10 +39,17 @@ def next_run(cron: str, after: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def _assignment(key: str, value: Any) -> str:
+    """``key=value``, the value JSON-quoted unless it is one plain word (agents.nlu reads it)."""
+    text = str(value)
+    plain = text and not any(c.isspace() or c in "\"'=\\" for c in text)
+    return f"{key}={text if plain else json.dumps(text)}"
+
+
 def task_text(schedule: AgentSchedule) -> str:
     if schedule.task:
         return schedule.task
-    params = " ".join(f"{k} {v}" for k, v in (schedule.params or {}).items())
+    params = " ".join(_assignment(k, v) for k, v in (schedule.params or {}).items())
     text = f"Run the playbook {schedule.playbook}"
     if schedule.server_id:
         text += f" on server {schedule.server_id}"

@@ -29,3 +29,21 @@ def test_tool_resolves_and_accepts_its_arguments(name: str) -> None:
         if p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     }
     assert required <= wanted, f"{name}: {spec.function} requires {sorted(required - wanted)}"
+
+
+def test_offline_playbook_list_matches_the_shipped_library() -> None:
+    """The fallback list the models use when the playbook service cannot be listed."""
+    from pathlib import Path
+
+    import yaml
+
+    from agents.nlu import World, declared_params
+    from agents.toolkit import DEFAULT_PLAYBOOKS
+
+    library = Path(__file__).parents[2] / "tools" / "playbook_library"
+    shipped = {}
+    for path in sorted(library.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        shipped[doc["name"]] = {p["name"] for p in doc.get("params") or []}
+    world = World(playbooks=DEFAULT_PLAYBOOKS)
+    assert {p["name"]: set(declared_params(world, p["name"])) for p in DEFAULT_PLAYBOOKS} == shipped

@@ -136,3 +136,47 @@ def test_fallback_read_only_list() -> None:
     assert TOOLS["execute_command"].is_state_changing({"command": "rm -rf /tmp/x"})
     assert not TOOLS["execute_command"].is_state_changing({"command": "uptime"})
     assert not TOOLS["run_playbook"].is_state_changing({"playbook": "x", "dry_run": True})
+
+
+_LIBRARY_WORLD = nlu.World(
+    servers=W.servers,
+    sites=W.sites,
+    playbooks=[  # as the playbook service lists them: parameter specs with types
+        {"name": "clear-disk-space", "params": [{"name": "journal_max_size", "type": "string"}]},
+        {"name": "rotate-logs", "params": [{"name": "config", "type": "string"}]},
+        {"name": "restart-service", "params": [{"name": "service", "type": "string"}]},
+        {"name": "collect-diagnostics", "params": [{"name": "journal_lines", "type": "integer"}]},
+        {"name": "check-certs", "params": [{"name": "renew", "type": "boolean"}]},
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("playbook", "params", "expected"),
+    [
+        ("clear-disk-space", {"journal_max_size": "500M"}, {"journal_max_size": "500M"}),
+        ("rotate-logs", {"config": "/etc/logrotate.d/nginx"}, {"config": "/etc/logrotate.d/nginx"}),
+        ("rotate-logs", {"config": 'a "b" c=d'}, {"config": 'a "b" c=d'}),
+        ("restart-service", {"service": "nginx"}, {"service": "nginx"}),
+        ("collect-diagnostics", {"journal_lines": 200}, {"journal_lines": "200"}),
+        ("check-certs", {"renew": True}, {"renew": True}),
+    ],
+)
+def test_scheduled_playbook_text_carries_every_declared_param(
+    playbook: str, params: dict[str, object], expected: dict[str, object]
+) -> None:
+    from types import SimpleNamespace
+
+    from orchestrator.schedules import task_text
+
+    schedule = SimpleNamespace(task=None, playbook=playbook, server_id=3, params=params)
+    plan = nlu.plan(task_text(schedule), _LIBRARY_WORLD)  # type: ignore[arg-type]
+    assert [c.tool for c in plan.calls] == ["run_playbook"]
+    assert plan.calls[0].args["playbook"] == playbook
+    assert plan.calls[0].args["server_id"] == 3
+    assert plan.calls[0].args["params"] == expected
+
+
+def test_assignments_for_undeclared_params_are_ignored() -> None:
+    plan = nlu.plan("run the playbook rotate-logs on staging with config=/x evil=1", _LIBRARY_WORLD)
+    assert plan.calls[0].args["params"] == {"config": "/x"}

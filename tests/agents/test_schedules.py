@@ -87,6 +87,35 @@ async def test_cron_run_creates_an_autonomous_task(
     assert await schedules.run_due(dt.datetime.now(dt.UTC)) == []
 
 
+async def test_scheduled_playbook_reaches_the_tool_with_all_its_params(
+    client: httpx.AsyncClient, make_key: Any, recording: RecordingBackend
+) -> None:
+    w = auth(await make_key("write"))
+    params = {"journal_max_size": "500M"}
+    r = await client.post(
+        "/api/schedules",
+        json={
+            "cron": "30 4 * * *",
+            "playbook": "clear-disk-space",
+            "params": params,
+            "agent_type": "remediation",
+            "autonomy": {"mode": "autonomous", "tools": ["run_playbook"]},
+        },
+        headers=w,
+    )
+    assert r.status_code == 201, r.text
+    schedule_id = r.json()["schedule"]["id"]
+    before = len(recording.calls)
+    await schedules.run_due(dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
+    r = await client.get("/api/schedules", headers=w)
+    row = next(s for s in r.json()["schedules"] if s["id"] == schedule_id)
+    body = await wait_status(client, w, row["last_task_id"], {"succeeded", "failed"})
+    assert body["task"]["status"] == "succeeded", body
+    runs = [c for c in recording.calls[before:] if c.tool == "run_playbook"]
+    mine = [c for c in runs if c.args["playbook"] == "clear-disk-space"]
+    assert mine and mine[-1].args["params"] == params
+
+
 async def test_event_loop_leaves_cron_schedules_alone(
     client: httpx.AsyncClient, make_key: Any
 ) -> None:
