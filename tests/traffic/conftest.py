@@ -37,6 +37,7 @@ class Echo(BaseHTTPRequestHandler):
                 "path": self.path,
                 "forwarded_for": self.headers.get("x-forwarded-for"),
                 "user_agent": self.headers.get("user-agent"),
+                "probe_pass": self.headers.get("x-execflow-probe"),
                 "body_sha256": hashlib.sha256(body).hexdigest(),
                 "body_length": len(body),
             }

@@ -6,8 +6,10 @@ test waits, in a bounded loop, for its change to take effect.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -317,6 +319,79 @@ async def test_shield_mode(
         )
         changes = [p.get("enabled") for p in rows.scalars()]
     assert changes[-2:] == [True, False], changes
+
+
+async def test_sentry_probes_pass_shield_mode_and_nothing_else_does(
+    client: httpx.AsyncClient, admin: dict[str, str], settings: Settings, proxy: Any
+) -> None:
+    """Shield mode must not make the site look down to its own monitor: a real Sentry probe
+    carries a pass for this site, which the proxy honours like a solved challenge (and strips);
+    a pass for another site, an expired or forged one, or one minted far ahead is challenged."""
+    from tools.sentry.probes import ProbeConfig, probe
+    from tools.vaultshield.challenge import PROBE_HEADER, PROBE_TTL, probe_pass, shield_secret
+
+    base, site_id = proxy["base"], proxy["site"]["id"]
+    secret = shield_secret()
+    now = time.time()
+    await _set_shield(client, admin, site_id, True)
+    try:
+        await wait_status(base, "127.0.21.1", 403)
+        async with httpx.AsyncClient(timeout=10) as http:
+            outcome = await probe(
+                ProbeConfig(url=base + "/", site_id=site_id),
+                client=http,
+                previous_hash=None,
+                now=dt.datetime.now(dt.UTC),
+            )
+            assert outcome.status_code == 200 and not outcome.failures, outcome.checks_dict()
+            seen = await http.get(base + "/", headers={PROBE_HEADER: probe_pass(secret, site_id)})
+            assert seen.status_code == 200 and seen.json()["probe_pass"] is None  # stripped
+            unpassed = await probe(
+                ProbeConfig(url=base + "/"),
+                client=http,
+                previous_hash=None,
+                now=dt.datetime.now(dt.UTC),
+            )
+            assert unpassed.status_code == 403 and "http" in unpassed.failures
+        # the scheduler's own entry point sends the pass for the site it probes
+        from tools.sentry.scheduler import make_client, probe_site
+
+        moved = await client.patch(f"/api/sites/{site_id}", json={"url": base}, headers=admin)
+        assert moved.status_code == 200, moved.text
+        try:
+            async with make_client() as http:
+                result = await probe_site(site_id, now=dt.datetime.now(dt.UTC), client=http)
+            assert result is not None and result["ok"] and result["status_code"] == 200, result
+        finally:
+            await client.patch(
+                f"/api/sites/{site_id}", json={"url": proxy["site"]["url"]}, headers=admin
+            )
+        refused = [
+            probe_pass(secret, site_id + 1000),  # another site
+            probe_pass(secret, site_id, now=now - PROBE_TTL - 10),  # expired
+            probe_pass(secret, site_id, now=now + 3600),  # minted far ahead
+            probe_pass(b"not the deployment's key" * 2, site_id),  # forged
+            f"{site_id}.{int(now) + 60}.",  # no signature
+        ]
+        for value in refused:
+            assert await status_of(base, "127.0.21.2", **{PROBE_HEADER: value}) == 403, value
+        # a block rule still applies to a prober
+        rule = await add_rule(
+            client, admin, site_id=site_id, type="ip_block", value="127.0.21.3/32"
+        )
+        try:
+            # shield mode already answers 403 (a challenge) without the pass: wait with it
+            await wait_status(
+                base, "127.0.21.3", 403, **{PROBE_HEADER: probe_pass(secret, site_id)}
+            )
+            async with visitor(base, "127.0.21.3") as c:
+                got = await c.get("/", headers={PROBE_HEADER: probe_pass(secret, site_id)})
+                assert got.status_code == 403 and "x-vaultshield" not in got.headers
+        finally:
+            await client.delete(f"/api/vaultshield/rules/{rule}", headers=admin)
+    finally:
+        await _set_shield(client, admin, site_id, False)
+    await wait_status(base, "127.0.21.1", 200)
 
 
 async def test_status_aggregates_proxy_statistics(

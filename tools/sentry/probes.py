@@ -47,12 +47,14 @@ class ProbeConfig:
     cert_warn_days: float = 14.0
     cert_critical_days: float = 3.0
     enabled: bool = True
+    site_id: int | None = None  # sends a VaultShield probe pass for this site when set
 
     @classmethod
-    def of(cls, url: str, meta: dict[str, Any] | None) -> ProbeConfig:
+    def of(cls, url: str, meta: dict[str, Any] | None, site_id: int | None = None) -> ProbeConfig:
         raw = dict((meta or {}).get("sentry") or {})
-        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw and k != "url"}
-        return cls(url=url, **known)
+        fields = set(cls.__dataclass_fields__) - {"url", "site_id"}
+        known = {k: raw[k] for k in fields if k in raw}
+        return cls(url=url, site_id=site_id, **known)
 
 
 @dataclass
@@ -156,6 +158,17 @@ def _forbidden(detail: dict[str, Any]) -> Check:
     return Check("dns", False, severity="high", detail={**detail, "error": "forbidden target"})
 
 
+def _probe_headers(config: ProbeConfig) -> dict[str, str]:
+    """Our user agent, and a VaultShield pass for the site, so that its shield mode (which
+    challenges every visitor) does not make the site look down to its own monitor."""
+    headers = {"User-Agent": USER_AGENT}
+    if config.site_id is not None:
+        from tools.vaultshield.challenge import PROBE_HEADER, probe_pass, shield_secret
+
+        headers[PROBE_HEADER] = probe_pass(shield_secret(), config.site_id)
+    return headers
+
+
 async def _check_http(
     config: ProbeConfig,
     client: httpx.AsyncClient,
@@ -167,7 +180,7 @@ async def _check_http(
     peer_cert: bytes | None = None
     try:
         async with client.stream(
-            "GET", config.url, timeout=config.timeout_s, headers={"User-Agent": USER_AGENT}
+            "GET", config.url, timeout=config.timeout_s, headers=_probe_headers(config)
         ) as response:
             peer_cert = _peer_certificate(response)
             body = bytearray()

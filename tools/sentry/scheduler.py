@@ -70,7 +70,7 @@ async def probe_site(
         if site is None:
             return None
         monitor = await session.get(Monitor, site_id)
-        config = ProbeConfig.of(site.url, site.meta)
+        config = ProbeConfig.of(site.url, site.meta, site.id)
         previous_hash = monitor.content_hash if monitor else None
     outcome = await probe(config, client=client, previous_hash=previous_hash, now=now)
     item = Finished(site_id, outcome)
@@ -123,7 +123,7 @@ async def claim_due(now: dt.datetime, *, exclude: set[int], rng: random.Random) 
         for monitor, url, meta in due.all():
             if monitor.site_id in exclude:
                 continue
-            config = ProbeConfig.of(url, meta)
+            config = ProbeConfig.of(url, meta, monitor.site_id)
             step = dt.timedelta(seconds=max(1.0, config.interval_s))
             scheduled = monitor.next_due_at
             following = scheduled + step

@@ -22,6 +22,22 @@ from models.settings import get_settings
 VERIFY_PATH = "/.well-known/vaultshield/verify"
 COOKIE_NAME = "vaultshield_pass"
 ClaimOnce = Callable[[str, float], Awaitable[bool]]
+# Sentry V's probes carry a short-lived pass for the site they probe, so that shield mode (which
+# challenges every visitor) does not make the site look down to its own monitor. The proxy
+# honours it like a solved challenge (block rules still apply) and strips it before forwarding.
+PROBE_HEADER = "x-execflow-probe"
+PROBE_TTL = 120.0
+
+
+def _mac(secret: bytes, text: str) -> str:
+    mac = hmac.new(secret, text.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:18]).decode()
+
+
+def probe_pass(secret: bytes, site_id: int, now: float | None = None) -> str:
+    """``site.expiry.signature``: what a Sentry probe of ``site_id`` sends in PROBE_HEADER."""
+    expires = int((time.time() if now is None else now) + PROBE_TTL)
+    return f"{site_id}.{expires}.{_mac(secret, f'probe|{site_id}|{expires}')}"
 
 
 def shield_secret() -> bytes:
@@ -91,8 +107,7 @@ class Challenger:
         self.clock = clock
 
     def _sign(self, text: str) -> str:
-        mac = hmac.new(self.secret, text.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac[:18]).decode()
+        return _mac(self.secret, text)
 
     def issue(self, client_ip: str) -> str:
         expires = int(self.clock() + self.token_ttl)
@@ -131,6 +146,18 @@ class Challenger:
             return False
         expected = self._sign(f"p|{client_ip}|{self.site_id}|{parts[1]}")
         return hmac.compare_digest(parts[2], expected)
+
+    def check_probe(self, value: str | None) -> bool:
+        """A valid, unexpired Sentry probe pass for this site (not one minted far ahead)."""
+        if not value:
+            return False
+        parts = value.split(".")
+        if len(parts) != 3 or parts[0] != str(self.site_id) or not parts[1].isdigit():
+            return False
+        now = self.clock()
+        if not now <= int(parts[1]) <= now + PROBE_TTL + 5:
+            return False
+        return hmac.compare_digest(parts[2], self._sign(f"probe|{self.site_id}|{parts[1]}"))
 
     def page(self, client_ip: str, next_path: str) -> str:
         token = self.issue(client_ip)

@@ -27,7 +27,13 @@ from models.db import Database, init_database, utcnow
 from models.errors import BadRequest
 from models.settings import Settings
 from tools.ssrf import guarded_transport
-from tools.vaultshield.challenge import COOKIE_NAME, VERIFY_PATH, Challenger, shield_secret
+from tools.vaultshield.challenge import (
+    COOKIE_NAME,
+    PROBE_HEADER,
+    VERIFY_PATH,
+    Challenger,
+    shield_secret,
+)
 from tools.vaultshield.engine import Decision, Engine, LayeredEngine, Rule
 from tools.vaultshield.geo import load_country_lookup
 from tools.vaultshield.ratelimit import RateLimiter
@@ -283,7 +289,9 @@ class ShieldProxy:
         if path == VERIFY_PATH and scope["method"] == "POST":
             await self._verify(client_ip, receive, send)
             return
-        passed = self.challenger.check_pass(_cookie(headers, COOKIE_NAME), client_ip)
+        passed = self.challenger.check_pass(
+            _cookie(headers, COOKIE_NAME), client_ip
+        ) or self.challenger.check_probe(headers.get(PROBE_HEADER))
         decision = self.engine.decide(
             client_ip, headers.get("user-agent", ""), passed_challenge=passed
         )
@@ -362,7 +370,12 @@ class ShieldProxy:
         url = self._upstream() + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode("latin-1")
-        out = [(k, v) for k, v in scope["headers"] if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        out = [  # the probe pass is for this proxy only: the upstream never sees it
+            (k, v)
+            for k, v in scope["headers"]
+            if k.decode("latin-1").lower() not in HOP_BY_HOP
+            and k.decode("latin-1").lower() != PROBE_HEADER
+        ]
         forwarded = headers.get("x-forwarded-for")
         out.append(
             (
