@@ -335,7 +335,9 @@ class World:
     playbooks: list[dict[str, Any]] = field(default_factory=list)  # {name, params}
 
 
-DEFAULT_PLAYBOOKS = [  # the shipped library (tools/playbook_library), when it cannot be listed
+DEFAULT_PLAYBOOKS: list[
+    dict[str, Any]
+] = [  # the shipped library (tools/playbook_library), when it cannot be listed
     {"name": "restart-service", "params": ["service"]},
     {
         "name": "clear-disk-space",
