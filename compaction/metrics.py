@@ -53,6 +53,32 @@ def _pool(x: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True)
+def _horizontal(
+    a: np.ndarray,
+    b: np.ndarray,
+    c: int,
+    g: np.ndarray,
+    ha: np.ndarray,
+    haa: np.ndarray,
+    hab: np.ndarray,
+) -> None:
+    """Each row of plane ``c`` under the 1-D window g ('valid' columns): sums of g*a, g*a*a
+    and g*a*b, written into ha, haa, hab (rows x valid columns)."""
+    n = g.shape[0]
+    ha[:] = 0.0
+    haa[:] = 0.0
+    hab[:] = 0.0
+    for r in range(a.shape[1]):
+        for k in range(n):
+            gk = g[k]
+            for j in range(ha.shape[1]):
+                v = a[c, r, j + k]
+                ha[r, j] += gk * v
+                haa[r, j] += gk * (v * v)
+                hab[r, j] += gk * (b[c, r, j + k] * v)
+
+
+@nb.njit(cache=True, nogil=True)
 def _reference_stats(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Local mean and variance of each plane of x under the separable window ('valid')."""
     chans, rows, cols = x.shape
@@ -62,16 +88,9 @@ def _reference_stats(x: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarr
     sxx = np.zeros((chans, ro, co))
     hx = np.zeros((rows, co))
     hxx = np.zeros((rows, co))
+    unused = np.zeros((rows, co))  # x*x again
     for c in range(chans):
-        hx[:] = 0.0
-        hxx[:] = 0.0
-        for r in range(rows):
-            for k in range(n):
-                gk = g[k]
-                for j in range(co):
-                    v = x[c, r, j + k]
-                    hx[r, j] += gk * v
-                    hxx[r, j] += gk * (v * v)
+        _horizontal(x, x, c, g, hx, hxx, unused)
         for i in range(ro):
             for k in range(n):
                 gk = g[k]
@@ -107,17 +126,7 @@ def _ssim_means(
     ssim = np.zeros(chans)
     cs_mean = np.zeros(chans)
     for c in range(chans):
-        hy[:] = 0.0
-        hyy[:] = 0.0
-        hxy[:] = 0.0
-        for r in range(rows):
-            for k in range(n):
-                gk = g[k]
-                for j in range(co):
-                    v = y[c, r, j + k]
-                    hy[r, j] += gk * v
-                    hyy[r, j] += gk * (v * v)
-                    hxy[r, j] += gk * (x[c, r, j + k] * v)
+        _horizontal(y, x, c, g, hy, hyy, hxy)
         total_s = 0.0
         total_cs = 0.0
         for i in range(ro):
