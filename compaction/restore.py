@@ -216,13 +216,13 @@ def _layers(model: RestoreNet, spec: Spec) -> list[_IntLayer]:
     return _int_layers[spec.id]
 
 
-def _exact_conv(a: torch.Tensor, layer: _IntLayer, spec: Spec) -> torch.Tensor:
-    """The float64 convolution's exact value for ``a``: float32 integers in [0, 2^24), the
-    layer's input in activation-step units. Each base-2^digit_bits digit plane is convolved
-    in float32 (exact: every partial sum < 2^24) and the planes are recombined in float64; the
-    integer sum times act_step x weight_step (a power of two) plus the bias is exact too."""
+def _exact_conv(a: torch.Tensor, top: float, layer: _IntLayer, spec: Spec) -> torch.Tensor:
+    """The float64 convolution's exact value for ``a``: float32 integers in [0, 2^24) whose
+    largest is ``top``, the layer's input in activation-step units. Each base-2^digit_bits digit
+    plane is convolved in float32 (exact: every partial sum < 2^24) and the planes are
+    recombined in float64; the integer sum times act_step x weight_step (a power of two) plus
+    the bias is exact too."""
     base = float(2**layer.digit_bits)
-    top = float(a.max()) if a.numel() else 0.0
     total: torch.Tensor | None = None
     scale = 1.0
     while True:
@@ -247,19 +247,20 @@ def _exact_convs(model: RestoreNet, spec: Spec, x: torch.Tensor) -> torch.Tensor
     s = model.unshuffle
     rgb, q = x[:, :3], x[:, 3:]
     h = torch.cat([F.pixel_unshuffle(rgb, s), q[:, :, ::s, ::s]], 1) if s > 1 else x
-    units = h / spec.act_step
-    if h.numel() and (float(h.min()) < 0 or not torch.equal(units, units.round())):
+    units = h / spec.act_step  # each layer's input in step units (exact: a power of two)
+    if not units.numel() or float(units.min()) < 0 or not torch.equal(units, units.round()):
         return model(x, act_step=spec.act_step)
     for i, (conv, layer) in enumerate(zip(model.convs, _layers(model, spec), strict=True)):
-        units = h / spec.act_step
-        if layer.digit_bits >= 1 and h.numel() and float(units.max()) < _F32_INTEGERS:
-            h = _exact_conv(units.to(torch.float32), layer, spec)
+        top = float(units.max())
+        if layer.digit_bits >= 1 and top < _F32_INTEGERS:
+            h = _exact_conv(units.to(torch.float32), top, layer, spec)
         else:  # beyond float32's integers: the float64 form (not seen with shipped weights)
-            h = conv(h)
+            h = conv(units * spec.act_step)
         if i < len(model.convs) - 1:
             h = torch.relu_(h)
-        h = h.mul_(1.0 / spec.act_step).round_().mul_(spec.act_step)
-    return rgb + (F.pixel_shuffle(h, s) if s > 1 else h)
+        units = h.mul_(1.0 / spec.act_step).round_()  # the forward's rounding, kept in units
+    out = units.mul_(spec.act_step)
+    return rgb + (F.pixel_shuffle(out, s) if s > 1 else out)
 
 
 _f32_checked: dict[int, bool] = {}
