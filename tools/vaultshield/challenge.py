@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import html
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -136,28 +137,29 @@ class Challenger:
         expires = int(self.clock() + self.pass_ttl)
         return f"{self.site_id}.{expires}.{self._sign(f'p|{client_ip}|{self.site_id}|{expires}')}"
 
-    def check_pass(self, cookie: str | None, client_ip: str) -> bool:
-        if not cookie:
-            return False
-        parts = cookie.split(".")
-        if len(parts) != 3 or parts[0] != str(self.site_id) or not parts[1].isdigit():
-            return False
-        if int(parts[1]) < self.clock():
-            return False
-        expected = self._sign(f"p|{client_ip}|{self.site_id}|{parts[1]}")
-        return hmac.compare_digest(parts[2], expected)
-
-    def check_probe(self, value: str | None) -> bool:
-        """A valid, unexpired Sentry probe pass for this site (not one minted far ahead)."""
+    def _check_expiring(
+        self, value: str | None, signed: Callable[[str], str], latest: float = math.inf
+    ) -> bool:
+        """``site.expiry.signature`` for this site, unexpired, expiring no later than ``latest``
+        seconds from now, and signed over ``signed(expiry)``."""
         if not value:
             return False
         parts = value.split(".")
         if len(parts) != 3 or parts[0] != str(self.site_id) or not parts[1].isdigit():
             return False
         now = self.clock()
-        if not now <= int(parts[1]) <= now + PROBE_TTL + 5:
+        if not now <= int(parts[1]) <= now + latest:
             return False
-        return hmac.compare_digest(parts[2], self._sign(f"probe|{self.site_id}|{parts[1]}"))
+        return hmac.compare_digest(parts[2], self._sign(signed(parts[1])))
+
+    def check_pass(self, cookie: str | None, client_ip: str) -> bool:
+        return self._check_expiring(cookie, lambda exp: f"p|{client_ip}|{self.site_id}|{exp}")
+
+    def check_probe(self, value: str | None) -> bool:
+        """A valid, unexpired Sentry probe pass for this site (not one minted far ahead)."""
+        return self._check_expiring(
+            value, lambda exp: f"probe|{self.site_id}|{exp}", latest=PROBE_TTL + 5
+        )
 
     def page(self, client_ip: str, next_path: str) -> str:
         token = self.issue(client_ip)
