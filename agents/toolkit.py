@@ -335,9 +335,8 @@ class World:
     playbooks: list[dict[str, Any]] = field(default_factory=list)  # {name, params}
 
 
-DEFAULT_PLAYBOOKS: list[
-    dict[str, Any]
-] = [  # the shipped library (tools/playbook_library), when it cannot be listed
+# The shipped library (tools/playbook_library), for when the playbook service cannot be listed.
+DEFAULT_PLAYBOOKS: list[dict[str, Any]] = [
     {"name": "restart-service", "params": ["service"]},
     {
         "name": "clear-disk-space",
